@@ -1,0 +1,113 @@
+"""``@db.transactional``: run each call of a function in its own unit of work."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from ._hooks import logger
+from ._propagation import Propagation
+from ._retry import backoff_seconds, is_transient
+from ._unit import UnitOfWork
+
+if TYPE_CHECKING:
+    from typing_extensions import ParamSpec
+
+    from ._database import Database
+
+    P = ParamSpec("P")
+else:
+    P = TypeVar("P")
+
+R = TypeVar("R")
+
+sleep = time.sleep
+"""How the retry loop waits; tests may replace it."""
+
+
+def transactional_wrapper(
+    db: Database,
+    func: Callable[P, R],
+    *,
+    propagation: Propagation,
+    read_only: bool,
+    isolation_level: str | None,
+    retries: int,
+) -> Callable[P, R]:
+    """Wrap ``func`` so that each call runs in a unit of work with these options."""
+    descriptor: Any = func
+    if isinstance(descriptor, staticmethod | classmethod):
+        wrapped = transactional_wrapper(
+            db,
+            descriptor.__func__,
+            propagation=propagation,
+            read_only=read_only,
+            isolation_level=isolation_level,
+            retries=retries,
+        )
+        return cast(Callable[P, R], type(descriptor)(wrapped))
+    _refuse_unsupported(func)
+    options: dict[str, Any] = {
+        "propagation": propagation,
+        "read_only": read_only,
+        "isolation_level": isolation_level,
+    }
+    # Build the options once: a bad propagation or isolation level fails at decoration time.
+    UnitOfWork(db, **options)
+
+    if retries == 0:
+
+        @functools.wraps(func)
+        def run_in_unit(*args: P.args, **kwargs: P.kwargs) -> R:
+            with UnitOfWork(db, **options):
+                return func(*args, **kwargs)
+
+        return run_in_unit
+
+    @functools.wraps(func)
+    def run_with_retries(*args: P.args, **kwargs: P.kwargs) -> R:
+        attempt = 0
+        while True:
+            unit = UnitOfWork(db, **options)
+            try:
+                with unit:
+                    return func(*args, **kwargs)
+            except Exception as error:
+                if (
+                    attempt >= retries
+                    or not unit.is_outermost
+                    or not is_transient(error, during_commit=unit.failed_during_commit)
+                ):
+                    raise
+                attempt += 1
+                db._counters.count_retry()
+                delay = backoff_seconds(attempt)
+                logger.warning(
+                    "flask-uow: %s failed with a transient error (%s); retry %d of %d in %.3fs",
+                    getattr(func, "__qualname__", func),
+                    type(error).__name__,
+                    attempt,
+                    retries,
+                    delay,
+                )
+                sleep(delay)
+
+    return run_with_retries
+
+
+def _refuse_unsupported(func: Callable[..., Any]) -> None:
+    if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+        raise TypeError(
+            f"@db.transactional cannot wrap the async function {func.__qualname__}: "
+            "SQLAlchemy Sessions used by flask-uow are synchronous. Call a synchronous "
+            "service function from it instead."
+        )
+    if inspect.isgeneratorfunction(func):
+        raise TypeError(
+            f"@db.transactional cannot wrap the generator function {func.__qualname__}: the "
+            "unit would end when the generator is created, before it runs. Open "
+            "'with db.unit_of_work():' inside the generator, or return a list."
+        )

@@ -1,0 +1,128 @@
+"""Engines prepared for units of work: per-dialect setup and per-unit option variants."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.pool import ConnectionPoolEntry
+
+READ_ONLY_OPTION = "flask_uow_read_only"
+"""Execution option set on the engine variant used by read-only units."""
+
+WRITE_LOCK_OPTION = "flask_uow_write_lock"
+"""Execution option asking SQLite for ``BEGIN IMMEDIATE``: set for read-write units only."""
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 15.0
+
+
+def masked(url: URL | str) -> str:
+    """Render a database URL with its password replaced by ``***``."""
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def create_engine(url: URL | str, options: Mapping[str, Any]) -> sa.Engine:
+    """Create an engine from ``url`` and ``options`` and prepare it for units of work.
+
+    SQLite gets foreign keys, a busy timeout and working SAVEPOINTs; every dialect gets
+    READ ONLY transactions for read-only units.
+    """
+    url = sa.make_url(url)
+    options = dict(options)
+    if url.get_backend_name() == "sqlite":
+        connect_args = dict(options.pop("connect_args", {}))
+        connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_SECONDS)
+        options["connect_args"] = connect_args
+    engine = sa.create_engine(url, **options)
+    _prepare(engine)
+    return engine
+
+
+def _prepare(engine: sa.Engine) -> None:
+    name = engine.dialect.name
+    if name == "sqlite":
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+    elif name in ("mysql", "mariadb"):
+        event.listen(engine, "begin", _mysql_on_begin)
+    elif name == "postgresql":
+        event.listen(engine, "begin", _postgresql_on_begin)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    # pysqlite starts transactions late and behind SQLAlchemy's back, which breaks
+    # SAVEPOINT; take over: no implicit BEGIN, ours is emitted in _sqlite_on_begin.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    # An isolation level set on a connection makes pysqlite manage transactions again;
+    # keep it out of the way before emitting our own BEGIN.
+    connection.connection.dbapi_connection.isolation_level = None  # type: ignore[union-attr]
+    # A read-write unit takes the write lock up front, so two writers queue on the busy
+    # timeout instead of deadlocking when both try to upgrade a shared lock. Everything
+    # else (read-only units, plain engine connections) begins deferred.
+    if connection.get_execution_options().get(WRITE_LOCK_OPTION):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.exec_driver_sql("BEGIN")
+
+
+def _mysql_on_begin(connection: Connection) -> None:
+    if connection.get_execution_options().get(READ_ONLY_OPTION):
+        connection.exec_driver_sql("START TRANSACTION READ ONLY")
+
+
+def _postgresql_on_begin(connection: Connection) -> None:
+    if connection.get_execution_options().get(READ_ONLY_OPTION):
+        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+
+
+class EngineVariants:
+    """An engine and its cached variants for read-only units and isolation levels.
+
+    Variants share the engine's pool; their options apply to each connection a unit checks
+    out and are reset when it goes back.
+    """
+
+    __slots__ = ("engine", "_is_sqlite", "_read_write", "_variants", "_lock")
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._is_sqlite = engine.dialect.name == "sqlite"
+        self._variants: dict[tuple[bool, str | None], sa.Engine] = {}
+        self._lock = threading.Lock()
+        self._read_write = self._make(read_only=False, isolation_level=None)
+
+    def for_unit(self, *, read_only: bool, isolation_level: str | None) -> sa.Engine:
+        """The engine a unit with these options binds its session to."""
+        if not read_only and isolation_level is None:
+            return self._read_write
+        key = (read_only, isolation_level)
+        variant = self._variants.get(key)
+        if variant is None:
+            with self._lock:
+                variant = self._variants.get(key)
+                if variant is None:
+                    variant = self._make(read_only=read_only, isolation_level=isolation_level)
+                    self._variants[key] = variant
+        return variant
+
+    def _make(self, *, read_only: bool, isolation_level: str | None) -> sa.Engine:
+        options: dict[str, Any] = {}
+        if read_only:
+            options[READ_ONLY_OPTION] = True
+        elif self._is_sqlite:
+            options[WRITE_LOCK_OPTION] = True
+        if isolation_level is not None:
+            options["isolation_level"] = isolation_level
+        return self.engine.execution_options(**options) if options else self.engine

@@ -1,0 +1,21 @@
+"""How a new unit of work relates to the one already active."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Propagation(enum.Enum):
+    """What entering a unit of work does when another unit is already active in this thread."""
+
+    REQUIRED = "required"
+    """Join the active unit (same session, same transaction), or start a new one."""
+
+    NESTED = "nested"
+    """Inside an active unit, open a SAVEPOINT that can fail alone; otherwise like REQUIRED."""
+
+    REQUIRES_NEW = "requires_new"
+    """Always start a new session on its own connection, committed or rolled back on its own."""
+
+    MANDATORY = "mandatory"
+    """Join the active unit, or raise ``NoActiveUnitOfWork`` when there is none."""

@@ -1,0 +1,43 @@
+"""Which database errors are worth running a unit of work again for, and how long to wait."""
+
+from __future__ import annotations
+
+import random
+
+from sqlalchemy import exc as sa_exc
+
+POSTGRESQL_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+"""serialization_failure and deadlock_detected."""
+
+MYSQL_TRANSIENT_CODES = frozenset({1213, 1205})
+"""ER_LOCK_DEADLOCK and ER_LOCK_WAIT_TIMEOUT (MySQL and MariaDB)."""
+
+BACKOFF_BASE_SECONDS = 0.01
+BACKOFF_CAP_SECONDS = 0.5
+
+
+def is_transient(error: BaseException, *, during_commit: bool) -> bool:
+    """Tell whether ``error`` means "the transaction was rolled back, running it again may work".
+
+    ``during_commit`` is true when the error came from sending COMMIT. A connection lost then
+    leaves the outcome unknown (the server may have committed), so it is never transient;
+    a deadlock or serialization failure reported by COMMIT is, because the server rolled back.
+    """
+    if not isinstance(error, sa_exc.DBAPIError) or isinstance(error, sa_exc.IntegrityError):
+        return False
+    if error.connection_invalidated:
+        return not during_commit
+    original = error.orig
+    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if sqlstate in POSTGRESQL_TRANSIENT_SQLSTATES:
+        return True
+    args = getattr(original, "args", ())
+    if args and isinstance(args[0], int) and args[0] in MYSQL_TRANSIENT_CODES:
+        return True
+    return "database is locked" in str(original)
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Full-jitter exponential backoff before retry number ``attempt`` (1 for the first)."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
+    return random.uniform(0, ceiling)
