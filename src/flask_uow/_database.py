@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from threading import get_ident
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from weakref import WeakKeyDictionary
 
 import sqlalchemy as sa
@@ -26,11 +26,8 @@ from ._unit import UnitOfWork
 
 if TYPE_CHECKING:
     from flask import Flask
-    from typing_extensions import ParamSpec
 
-    P = ParamSpec("P")
-else:
-    P = TypeVar("P")
+P = ParamSpec("P")
 
 R = TypeVar("R")
 

@@ -6,21 +6,17 @@ import functools
 import inspect
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from ._hooks import logger
 from ._propagation import Propagation
-from ._retry import backoff_seconds, is_transient
+from ._retry import backoff_seconds
 from ._unit import UnitOfWork
 
 if TYPE_CHECKING:
-    from typing_extensions import ParamSpec
-
     from ._database import Database
 
-    P = ParamSpec("P")
-else:
-    P = TypeVar("P")
+P = ParamSpec("P")
 
 R = TypeVar("R")
 
@@ -72,15 +68,12 @@ def transactional_wrapper(
         attempt = 0
         while True:
             unit = UnitOfWork(db, **options)
+            unit._retries_left = retries - attempt
             try:
                 with unit:
                     return func(*args, **kwargs)
             except Exception as error:
-                if (
-                    attempt >= retries
-                    or not unit.is_outermost
-                    or not is_transient(error, during_commit=unit.failed_during_commit)
-                ):
+                if not unit.will_retry(error):
                     raise
                 attempt += 1
                 db._counters.count_retry()

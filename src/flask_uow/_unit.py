@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import enum
+import os
 import sys
 from threading import get_ident
-import os
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
 
@@ -14,6 +14,7 @@ from sqlalchemy.orm import SessionTransaction
 from ._errors import NoActiveUnitOfWork, ReadOnlyViolation, UnexpectedRollback, UnitOfWorkError
 from ._hooks import Hook, logger, run_hooks
 from ._propagation import Propagation
+from ._retry import is_transient
 from ._session import UnitSession, end_close, end_commit, end_rollback
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class UnitOfWork:
         "_opened_at",
         "_app_context",
         "_engines",
+        "_retries_left",
     )
 
     def __init__(
@@ -125,6 +127,7 @@ class UnitOfWork:
         self._opened_at: str | None = None
         self._app_context: object | None = None
         self._engines: EngineVariants | None = None
+        self._retries_left = 0
 
     def __repr__(self) -> str:
         kind = self._kind.value if self._kind else "not entered"
@@ -255,11 +258,12 @@ class UnitOfWork:
                         session.flush()
                         self._failed_during_commit = True
                         end_commit(session)
-                    except BaseException:
+                    except BaseException as error:
                         self._discard(session)
                         self._finish()
                         self._db._counters.count_end(committed=False)
-                        run_hooks(self._rollback_hooks, "on_rollback")
+                        if not self.will_retry(error):
+                            run_hooks(self._rollback_hooks, "on_rollback")
                         raise
                 self._close_quietly(session)
             self._finish()
@@ -269,7 +273,8 @@ class UnitOfWork:
         self._discard(session)
         self._finish()
         self._db._counters.count_end(committed=False)
-        run_hooks(self._rollback_hooks, "on_rollback")
+        if exc is None or not self.will_retry(exc):
+            run_hooks(self._rollback_hooks, "on_rollback")
         if exc is None and not self._rollback_requested:
             raise self._unexpected_rollback()
 
@@ -295,7 +300,9 @@ class UnitOfWork:
             raise self._unexpected_rollback()
 
     def _rollback_savepoint(self, savepoint: SessionTransaction) -> None:
-        if savepoint.is_active:
+        # A flush that failed inside the savepoint leaves it deactivated but current;
+        # it still has to be rolled back for the enclosing transaction to go on.
+        if savepoint.session.get_nested_transaction() is savepoint:
             try:
                 savepoint.rollback()
             except Exception:
@@ -373,6 +380,17 @@ class UnitOfWork:
     def opened_at(self) -> str | None:
         """Where this unit was entered (file:line in function), when it was recorded."""
         return self._opened_at
+
+    def will_retry(self, error: BaseException) -> bool:
+        """True when ``@db.transactional(retries=...)`` will run this unit again after ``error``.
+
+        An attempt that will be retried is invisible: none of its hooks run.
+        """
+        return (
+            self._retries_left > 0
+            and self._kind is UnitKind.OUTERMOST
+            and is_transient(error, during_commit=self._failed_during_commit)
+        )
 
     @property
     def failed_during_commit(self) -> bool:

@@ -4,58 +4,180 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from threading import get_ident
+from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import SessionTransaction
 
 from ._database import Database, Isolation
 from ._errors import UnitOfWorkError
+from ._session import UnitSession
+from ._unit import UnitOfWork
 
 __all__ = ["isolated"]
 
 
 @contextmanager
 def isolated(db: Database) -> Iterator[Connection]:
-    """Run every unit of work of this thread on one connection, and undo it all at exit.
+    """Run every unit of work on one connection, and undo it all at exit.
 
     Entering checks out one connection from ``db.engine`` (the current Flask app's, inside
     an app context) and BEGINs an outer transaction. Inside, each outermost unit runs in a
-    SAVEPOINT of it: the unit's COMMIT releases the savepoint and runs its ``on_commit``
-    hooks, its ROLLBACK rolls back to the savepoint, so code under test behaves as in
-    production. Leaving rolls the outer transaction back: the database is exactly as before.
+    SAVEPOINT of it: the unit's COMMIT releases the savepoint and then runs its
+    ``on_commit`` hooks, its ROLLBACK rolls back to the savepoint and runs its
+    ``on_rollback`` hooks, so code under test behaves as in production: a failed unit
+    undoes only its own work, and the units after it see what earlier units committed.
+    Leaving rolls the outer transaction back: the database is exactly as before, also
+    when the block raises.
 
     Differences from production, by design:
 
-    - ``Propagation.REQUIRES_NEW`` becomes a savepoint on the same connection, so its work
-      is undone with everything else and is visible to the unit that opened it.
+    - ``Propagation.REQUIRES_NEW`` becomes a SAVEPOINT on the same connection, not a
+      second connection: its work is visible to the unit that opened it before it ends,
+      and is undone if that unit later rolls back.
     - ``read_only`` units still refuse flushes, but the server-side READ ONLY transaction
       and ``isolation_level`` are not applied (they cannot change inside a transaction).
-    - Units in other threads cannot share the connection and raise ``UnitOfWorkError``.
+    - The whole block is one database transaction: PostgreSQL's ``now()`` returns the
+      same time in every unit, and locks are held until the block ends.
+    - On PostgreSQL, deferred constraints are checked when an outermost unit commits, as
+      COMMIT would; a REQUIRES_NEW unit's are checked when its enclosing unit commits.
+      SQLite's deferred foreign keys are not checked at all.
+    - While the block is active, a unit of this Database opened in any other thread
+      raises ``UnitOfWorkError`` instead of writing to the database for real.
 
-    Yields the connection, for assertions in raw SQL.
+    Yields the connection, for assertions in raw SQL inside the same transaction.
+    Entering it inside a unit of work, or twice at once for one Database, raises
+    ``UnitOfWorkError``; so does leaving it with a unit still open (the unit is rolled
+    back first). See ``docs/testing.md`` and the ``isolated_db`` pytest fixture.
     """
-    if db._isolation.get() is not None:
-        raise UnitOfWorkError("isolated() is already active for this Database in this thread.")
-    if db.current is not None:
-        raise UnitOfWorkError(
-            "isolated() must be entered outside any unit of work, so that every unit of the "
-            "test runs inside it."
-        )
+    _refuse_to_enter(db)
     connection = db.engine.connect()
-    outer = connection.begin()
-    token = db._isolation.set(Isolation(connection, get_ident()))
+    leaked: list[UnitOfWork] = []
     try:
-        yield connection
-    finally:
-        db._isolation.reset(token)
+        outer = connection.begin()
+        deferred = _DeferredConstraintCheck.install(connection)
+        original = db._isolation
+        # A ContextVar default is seen by every thread and context: units in other threads
+        # find the isolation and refuse to run, instead of writing to the database for real.
+        db._isolation = ContextVar(original.name, default=Isolation(connection, get_ident()))
         try:
+            yield connection
+        except BaseException:
+            _end_leaked_units(db)
+            raise
+        else:
+            leaked = _end_leaked_units(db)
+        finally:
+            db._isolation = original
+            if deferred is not None:
+                deferred.remove()
             if outer.is_active:
                 outer.rollback()
-        finally:
-            connection.close()
-        leaked = db.current
-        if leaked is not None:
-            raise UnitOfWorkError(
-                f"A unit of work opened at {leaked.opened_at or 'an unknown place'} was still "
-                "active when isolated() ended; end every unit inside the isolated block."
-            )
+    finally:
+        connection.close()
+    if leaked:
+        where = ", ".join(unit.opened_at or repr(unit) for unit in leaked)
+        raise UnitOfWorkError(
+            f"A unit of work was still active when isolated() ended ({where}); it was rolled "
+            "back. End every unit inside the isolated block: use 'with db.unit_of_work():' or "
+            "@db.transactional rather than calling __enter__() by hand."
+        )
+
+
+def _refuse_to_enter(db: Database) -> None:
+    active = db._isolation.get()
+    if active is not None:
+        where = "this thread" if active.thread == get_ident() else "another thread"
+        raise UnitOfWorkError(
+            f"isolated() is already active for this Database in {where}; it cannot be entered "
+            "again until that block ends. Use one isolated() block per test."
+        )
+    if db.current is not None:
+        raise UnitOfWorkError(
+            "isolated() was entered inside a unit of work. Enter it outside any unit, at the "
+            "start of the test, so that every unit of the test runs inside it."
+        )
+
+
+def _end_leaked_units(db: Database) -> list[UnitOfWork]:
+    """Roll back and forget units of this thread that are still active; return outermost ones."""
+    stack = db._stack.get()
+    for unit in reversed(stack):
+        if unit.is_outermost:
+            unit._abandon()
+        else:
+            unit._finish()
+    return [unit for unit in stack if unit.is_outermost]
+
+
+class _DeferredConstraintCheck:
+    """Checks PostgreSQL deferred constraints where an outermost unit's COMMIT would.
+
+    Inside ``isolated()`` a unit's COMMIT is a RELEASE SAVEPOINT, which leaves deferred
+    constraints unchecked. Just before an outermost unit's savepoint is released, this runs
+    ``SET CONSTRAINTS ALL IMMEDIATE`` in a throwaway savepoint: a violation raises the same
+    ``IntegrityError`` that COMMIT raises (after rolling the unit's work back), and rolling
+    back the throwaway savepoint restores the deferred mode for the units that follow.
+    """
+
+    _PROBE = "flask_uow_deferred_check"
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.open_units: list[str] = []
+        """Savepoint names of unit sessions on the connection, outermost first."""
+
+    @classmethod
+    def install(cls, connection: Connection) -> _DeferredConstraintCheck | None:
+        """Start checking on ``connection``, if it is PostgreSQL with deferrable constraints."""
+        if connection.dialect.name != "postgresql":
+            return None
+        has_deferrable = connection.exec_driver_sql(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE condeferrable)"
+        ).scalar()
+        if not has_deferrable:
+            return None
+        check = cls(connection)
+        event.listen(UnitSession, "after_begin", check._session_began)
+        event.listen(connection, "release_savepoint", check._releasing)
+        event.listen(connection, "rollback_savepoint", check._rolling_back)
+        return check
+
+    def remove(self) -> None:
+        event.remove(UnitSession, "after_begin", self._session_began)
+        event.remove(self.connection, "release_savepoint", self._releasing)
+        event.remove(self.connection, "rollback_savepoint", self._rolling_back)
+
+    def _session_began(
+        self, session: UnitSession, transaction: SessionTransaction, connection: Connection
+    ) -> None:
+        if connection is not self.connection or transaction.parent is not None:
+            return
+        savepoint = connection.get_nested_transaction()
+        if savepoint is not None:
+            self.open_units.append(savepoint._savepoint)
+
+    def _releasing(self, connection: Connection, name: str, context: Any) -> None:
+        if name not in self.open_units:
+            return
+        outermost = self.open_units[0] == name
+        self.open_units.remove(name)
+        if not outermost:
+            return
+        connection.exec_driver_sql(f"SAVEPOINT {self._PROBE}")
+        try:
+            connection.exec_driver_sql("SET CONSTRAINTS ALL IMMEDIATE")
+        except BaseException:
+            # COMMIT would have rolled back the whole transaction; SQLAlchemy will not roll
+            # back a savepoint whose release failed, so undo the unit's work here.
+            connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+            raise
+        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {self._PROBE}")
+        connection.exec_driver_sql(f"RELEASE SAVEPOINT {self._PROBE}")
+
+    def _rolling_back(self, connection: Connection, name: str, context: Any) -> None:
+        if name in self.open_units:
+            self.open_units.remove(name)

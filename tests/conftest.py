@@ -1,0 +1,45 @@
+"""Fixtures for the library's tests: a Database on each backend, and ways to look behind it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from flask_uow import Database
+
+from .models import Base, Item
+
+
+@pytest.fixture
+def db(backend_url: str) -> Iterator[Database]:
+    """A Database on the backend under test, with fresh tables, disposed afterwards."""
+    database = Database(backend_url, metadata=Base.metadata)
+    database.drop_all()
+    database.create_all()
+    yield database
+    assert checked_out(database) == 0, "a test left a connection checked out"
+    database.drop_all()
+    database.dispose()
+
+
+@pytest.fixture
+def observer(backend_url: str) -> Iterator[sa.Engine]:
+    """A separate engine for reading what was really committed."""
+    engine = sa.create_engine(backend_url, poolclass=sa.pool.NullPool)
+    yield engine
+    engine.dispose()
+
+
+def committed_names(observer: sa.Engine) -> list[str]:
+    """Names of the items committed to the database, sorted, seen from another connection."""
+    with observer.connect() as connection:
+        return sorted(connection.scalars(sa.select(Item.name)))
+
+
+def checked_out(db: Database) -> int:
+    """Connections of ``db.engine``'s pool that are checked out right now."""
+    pool = db.engine.pool
+    assert isinstance(pool, sa.pool.QueuePool), f"expected a QueuePool, got {pool!r}"
+    return pool.checkedout()

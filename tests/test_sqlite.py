@@ -1,0 +1,80 @@
+"""SQLite done right: foreign keys, savepoints, and writers that wait instead of failing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from flask_uow import Database, Propagation
+
+from .models import Base, Item, Tag
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 'app.db'}", metadata=Base.metadata)
+    database.create_all()
+    return database
+
+
+def test_foreign_keys_are_enforced(sqlite_db: Database) -> None:
+    with pytest.raises(sa.exc.IntegrityError, match="FOREIGN KEY"):
+        with sqlite_db.unit_of_work():
+            sqlite_db.session.add(Tag(item_id=12345, label="orphan"))
+    sqlite_db.dispose()
+
+
+def test_savepoints_roll_back_only_their_own_work(sqlite_db: Database) -> None:
+    with sqlite_db.unit_of_work():
+        sqlite_db.session.add(Item(name="kept"))
+        with pytest.raises(ZeroDivisionError):
+            with sqlite_db.unit_of_work(propagation=Propagation.NESTED):
+                sqlite_db.session.add(Item(name="undone"))
+                sqlite_db.session.flush()
+                1 / 0  # noqa: B018
+    with sqlite_db.unit_of_work(read_only=True):
+        assert sqlite_db.session.scalars(sa.select(Item.name)).all() == ["kept"]
+    sqlite_db.dispose()
+
+
+def test_a_second_writer_waits_for_the_first_instead_of_failing(sqlite_db: Database) -> None:
+    first_has_written = threading.Event()
+    errors: list[BaseException] = []
+
+    def slow_writer() -> None:
+        try:
+            with sqlite_db.unit_of_work():
+                sqlite_db.session.add(Item(name="first"))
+                sqlite_db.session.flush()
+                first_has_written.set()
+                time.sleep(0.3)
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    thread = threading.Thread(target=slow_writer)
+    thread.start()
+    assert first_has_written.wait(10)
+    with sqlite_db.unit_of_work():
+        count = sqlite_db.session.scalar(sa.select(sa.func.count()).select_from(Item))
+        sqlite_db.session.add(Item(name="second"))
+    thread.join(10)
+    assert errors == []
+    assert count == 1
+    sqlite_db.dispose()
+
+
+def test_readers_are_not_blocked_by_a_writer(sqlite_db: Database) -> None:
+    with sqlite_db.unit_of_work():
+        sqlite_db.session.add(Item(name="committed"))
+    with sqlite_db.unit_of_work():
+        sqlite_db.session.add(Item(name="pending"))
+        sqlite_db.session.flush()
+        # A blocked reader would fail with "database is locked" after the busy timeout.
+        with sqlite_db.unit_of_work(propagation=Propagation.REQUIRES_NEW, read_only=True):
+            names = sqlite_db.session.scalars(sa.select(Item.name)).all()
+    assert names == ["committed"]
+    sqlite_db.dispose()
