@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from flask_uow import Database, Propagation
+from flask_uow import Database, Propagation, UnitOfWorkError
 
 from .models import Base, Item, Tag
 
@@ -77,4 +77,27 @@ def test_readers_are_not_blocked_by_a_writer(sqlite_db: Database) -> None:
         with sqlite_db.unit_of_work(propagation=Propagation.REQUIRES_NEW, read_only=True):
             names = sqlite_db.session.scalars(sa.select(Item.name)).all()
     assert names == ["committed"]
+    sqlite_db.dispose()
+
+
+def test_requires_new_writer_under_a_writing_unit_fails_at_once_with_advice(
+    sqlite_db: Database,
+) -> None:
+    with sqlite_db.unit_of_work():
+        sqlite_db.session.add(Item(name="outer"))
+        sqlite_db.session.flush()
+        with pytest.raises(UnitOfWorkError, match="on_commit hook"):
+            with sqlite_db.unit_of_work(propagation=Propagation.REQUIRES_NEW):
+                pass
+    sqlite_db.dispose()
+
+
+def test_requires_new_writer_before_the_outer_unit_runs_sql_works(sqlite_db: Database) -> None:
+    with sqlite_db.unit_of_work():
+        with sqlite_db.unit_of_work(propagation=Propagation.REQUIRES_NEW):
+            sqlite_db.session.add(Item(name="independent"))
+        sqlite_db.session.add(Item(name="outer"))
+    with sqlite_db.unit_of_work(read_only=True):
+        names = sorted(sqlite_db.session.scalars(sa.select(Item.name)))
+    assert names == ["independent", "outer"]
     sqlite_db.dispose()

@@ -20,7 +20,7 @@ from ._decorate import transactional_wrapper
 from ._engines import EngineVariants, create_engine, masked
 from ._errors import NoActiveUnitOfWork, UnitOfWorkError
 from ._propagation import Propagation
-from ._session import UnitSession
+from ._session import UnitSession, holds_connection
 from ._stats import Counters, UnitStats
 from ._unit import UnitOfWork
 
@@ -299,7 +299,9 @@ class Database:
         isolation = self._isolation.get()
         if isolation is None:
             # Resolve the engine now, so that a missing URL fails at entry, not at first query.
-            unit._engines = self._variants()
+            unit._engines = engines = self._variants()
+            if engines.is_sqlite and unit.propagation is Propagation.REQUIRES_NEW:
+                self._refuse_sqlite_self_deadlock(unit, engines)
         elif isolation.thread != get_ident():
             raise UnitOfWorkError(
                 "flask_uow.testing.isolated() holds one connection for the thread that entered "
@@ -309,6 +311,29 @@ class Database:
         if self._apps:
             _flask.note_app_context(self, unit)
         self._counters.count_start()
+
+    def _refuse_sqlite_self_deadlock(self, unit: UnitOfWork, engines: EngineVariants) -> None:
+        # SQLite has one writer at a time, and a writer commits only once no other
+        # connection holds a read transaction open. A read-write unit opened underneath a
+        # unit that already holds a connection, in the same thread, would wait for a lock
+        # its own thread holds, then fail. (An in-memory database has one connection per
+        # thread, which cannot hold two transactions at all.)
+        if unit.read_only and not engines.is_memory:
+            return
+        me = get_ident()
+        for other in self._stack.get():
+            if (
+                other._thread == me
+                and other._engines is engines
+                and holds_connection(other._session)
+            ):
+                raise UnitOfWorkError(
+                    "On SQLite a REQUIRES_NEW unit that writes cannot run inside another unit of "
+                    "the same thread that already holds a transaction open: it would wait for a "
+                    "lock its own thread holds. Run the independent work after the outer unit "
+                    "ends (an on_commit hook is a good place), open it with read_only=True if it "
+                    "only reads, or use PostgreSQL or MariaDB."
+                )
 
     def _new_session(self, unit: UnitOfWork) -> UnitSession:
         isolation = self._isolation.get()

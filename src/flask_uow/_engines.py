@@ -94,11 +94,14 @@ class EngineVariants:
     out and are reset when it goes back.
     """
 
-    __slots__ = ("engine", "_is_sqlite", "_read_write", "_variants", "_lock")
+    __slots__ = ("engine", "is_sqlite", "is_memory", "_read_write", "_variants", "_lock")
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        self._is_sqlite = engine.dialect.name == "sqlite"
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        """True for SQLite, which has a single writer and no server connection."""
+        self.is_memory = self.is_sqlite and engine.url.database in (None, "", ":memory:")
+        """True for an in-memory SQLite database: one connection per thread."""
         self._variants: dict[tuple[bool, str | None], sa.Engine] = {}
         self._lock = threading.Lock()
         self._read_write = self._make(read_only=False, isolation_level=None)
@@ -121,7 +124,7 @@ class EngineVariants:
         options: dict[str, Any] = {}
         if read_only:
             options[READ_ONLY_OPTION] = True
-        elif self._is_sqlite:
+        elif self.is_sqlite:
             options[WRITE_LOCK_OPTION] = True
         if isolation_level is not None:
             options["isolation_level"] = isolation_level

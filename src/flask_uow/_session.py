@@ -66,6 +66,16 @@ def end_close(session: UnitSession) -> None:
     Session.close(session)
 
 
+def holds_connection(session: Session | None) -> bool:
+    """True when the session's transaction has checked out a connection."""
+    if session is None:
+        return False
+    transaction = session.get_transaction()
+    # SessionTransaction keeps the connections it began in _connections; there is no public
+    # accessor, and asking session.connection() would check one out.
+    return bool(transaction is not None and transaction._connections)
+
+
 @event.listens_for(UnitSession, "before_flush")
 def _refuse_flush_in_read_only_unit(
     session: UnitSession, flush_context: UOWTransaction, instances: Any

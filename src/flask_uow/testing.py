@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
+from secrets import token_hex
 from threading import get_ident
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.orm import SessionTransaction
 
 from ._database import Database, Isolation
@@ -17,7 +23,7 @@ from ._errors import UnitOfWorkError
 from ._session import UnitSession
 from ._unit import UnitOfWork
 
-__all__ = ["isolated"]
+__all__ = ["isolated", "scratch_database"]
 
 
 @contextmanager
@@ -62,7 +68,8 @@ def isolated(db: Database) -> Iterator[Connection]:
         original = db._isolation
         # A ContextVar default is seen by every thread and context: units in other threads
         # find the isolation and refuse to run, instead of writing to the database for real.
-        db._isolation = ContextVar(original.name, default=Isolation(connection, get_ident()))
+        isolation = Isolation(connection, get_ident())  # frozen: safe as a shared default
+        db._isolation = ContextVar(original.name, default=isolation)
         try:
             yield connection
         except BaseException:
@@ -181,3 +188,55 @@ class _DeferredConstraintCheck:
     def _rolling_back(self, connection: Connection, name: str, context: Any) -> None:
         if name in self.open_units:
             self.open_units.remove(name)
+
+
+@contextmanager
+def scratch_database(url: str | URL, name: str | None = None) -> Iterator[URL]:
+    """Create an empty database for a test session, yield its URL, and drop it at exit.
+
+    On PostgreSQL and MariaDB/MySQL, connects to ``url`` (whose database must exist, such
+    as ``postgres``), runs ``CREATE DATABASE name`` (dropping a leftover one of that name
+    first) and yields ``url`` with the database replaced; at exit the database is dropped,
+    on PostgreSQL 13+ even with connections still open. On SQLite it yields a new file in a
+    temporary folder that is deleted at exit (an in-memory ``url`` is yielded unchanged).
+
+    ``name`` defaults to the database of ``url`` plus a random suffix. With pytest-xdist,
+    name it after the worker (``PYTEST_XDIST_WORKER``) so that each worker has its own.
+    The tables are not created: that is ``Database.create_all()``'s or your migrations' job.
+    """
+    base = sa.make_url(url)
+    name = name or f"{Path(base.database or 'flask_uow').stem}_{token_hex(4)}"
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+        raise ValueError(f"scratch database names are letters, digits and _, got {name!r}")
+    backend = base.get_backend_name()
+    if backend == "sqlite":
+        if base.database in (None, "", ":memory:"):
+            yield base
+            return
+        folder = tempfile.mkdtemp(prefix="flask_uow_")
+        try:
+            yield base.set(database=str(Path(folder, f"{name}.db")))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    if backend == "postgresql":
+        create, drop = f'CREATE DATABASE "{name}"', f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    elif backend in ("mysql", "mariadb"):
+        create = f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"
+        drop = f"DROP DATABASE IF EXISTS `{name}`"
+    else:
+        raise ValueError(
+            f"scratch_database() supports PostgreSQL, MariaDB/MySQL and SQLite, not {backend!r}."
+        )
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(drop)
+            connection.exec_driver_sql(create)
+        try:
+            yield base.set(database=name)
+        finally:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(drop)
+    finally:
+        admin.dispose()
