@@ -199,7 +199,7 @@ class UnitTrees(RuleBasedStateMachine):
 
         if raise_error:
             error = Boom()
-            assert top.real.__exit__(Boom, error, None) is None
+            top.real.__exit__(Boom, error, None)  # returns normally: "with" re-raises
         elif expect_unexpected:
             with pytest.raises(UnexpectedRollback):
                 top.real.__exit__(None, None, None)
