@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 APP := ledger.app:create_app
 
-.PHONY: run test lint typecheck pytest bench bench-quick stress clean
+.PHONY: run test lint typecheck pytest pytest-sqlalchemy20 bench bench-quick stress clean
 
 $(STAMP): pyproject.toml $(wildcard examples/ledger/pyproject.toml)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "flask-uow needs Python 3.11 or newer: run make PYTHON=python3.11 ...")'
@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/flask --app $(APP) ledger migrate
 	$(BIN)/flask --app $(APP) run --host 127.0.0.1 --port 5000
 
-test: lint typecheck pytest
+test: lint typecheck pytest pytest-sqlalchemy20
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -40,5 +40,19 @@ bench-quick: $(STAMP)
 stress: $(STAMP)
 	$(BIN)/python tests/reliability/run_stress.py
 
+# The library's own tests again on the newest SQLAlchemy 2.0, in a second virtualenv.
+VENV20 := .venv-sqlalchemy20
+STAMP20 := $(VENV20)/.installed-stamp
+
+$(STAMP20): pyproject.toml
+	$(PYTHON) -m venv $(VENV20)
+	$(VENV20)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV20)/bin/python -m pip install --quiet -e ".[test]" "SQLAlchemy>=2.0.22,<2.1"
+	@touch $(STAMP20)
+
+pytest-sqlalchemy20: $(STAMP20)
+	$(VENV20)/bin/python -c 'import sqlalchemy, sys; print("SQLAlchemy", sqlalchemy.__version__); sys.exit(not sqlalchemy.__version__.startswith("2.0."))'
+	$(VENV20)/bin/pytest tests --ignore=tests/reliability -p no:cacheprovider $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV20) .mypy_cache .pytest_cache .ruff_cache .hypothesis

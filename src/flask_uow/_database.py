@@ -72,6 +72,7 @@ class Database:
         self._default: EngineVariants | None = None
         self._lock = threading.Lock()
         self._apps: WeakKeyDictionary[Flask, _flask.AppState] = WeakKeyDictionary()
+        self._has_apps = False  # set once by init_app; cheaper to test than the dictionary
         self._stack: ContextVar[tuple[UnitOfWork, ...]] = ContextVar(
             f"flask_uow_units_{id(self):x}", default=()
         )
@@ -93,7 +94,7 @@ class Database:
         return self._variants().engine
 
     def _variants(self) -> EngineVariants:
-        if self._apps:
+        if self._has_apps:
             state = _flask.current_state(self)
             if state is not None:
                 return state.variants()
@@ -278,9 +279,6 @@ class Database:
             )
         return unit
 
-    def _push(self, unit: UnitOfWork) -> None:
-        self._stack.set((*self._stack.get(), unit))
-
     def _pop(self, unit: UnitOfWork) -> None:
         stack = self._stack.get()
         if stack and stack[-1] is unit:
@@ -308,7 +306,7 @@ class Database:
                 "it; units in other threads cannot share it. Run threaded code under test "
                 "without isolated(), and clean up its data explicitly."
             )
-        if self._apps:
+        if self._has_apps:
             _flask.note_app_context(self, unit)
         self._counters.count_start()
 

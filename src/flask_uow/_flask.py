@@ -73,6 +73,7 @@ def register(db: Database, app: Flask) -> None:
         db.session_options = merged
     per_request = bool(config.get("UOW_PER_REQUEST", False))
     db._apps[app] = AppState(sa.make_url(url), engine_options, per_request)
+    db._has_apps = True
     app.extensions[EXTENSION_KEY] = db
 
     if per_request:

@@ -194,10 +194,14 @@ class UnitOfWork:
             raise UnitOfWorkError(
                 "A UnitOfWork can be entered only once; call db.unit_of_work() for a new one."
             )
-        self._thread = get_ident()
+        self._thread = me = get_ident()
         db = self._db
-        active = db._active(allow_foreign=self.propagation is Propagation.REQUIRES_NEW)
         propagation = self.propagation
+        stack = db._stack.get()
+        active = stack[-1] if stack else None
+        if active is not None and active._thread != me:
+            # A context copied from another thread: never share that thread's session.
+            active = db._active(allow_foreign=propagation is Propagation.REQUIRES_NEW)
         if active is None or propagation is Propagation.REQUIRES_NEW:
             if propagation is Propagation.MANDATORY:
                 raise NoActiveUnitOfWork(
@@ -221,7 +225,7 @@ class UnitOfWork:
                 self._owner = active._owner
                 self._kind = UnitKind.JOINED
         self._state = UnitState.ACTIVE
-        db._push(self)
+        db._stack.set((*stack, self))
         return self
 
     # -- ending ------------------------------------------------------------------------------
@@ -268,7 +272,8 @@ class UnitOfWork:
                 self._close_quietly(session)
             self._finish()
             self._db._counters.count_end(committed=True)
-            run_hooks(self._commit_hooks, "on_commit")
+            if self._commit_hooks:
+                run_hooks(self._commit_hooks, "on_commit")
             return
         self._discard(session)
         self._finish()

@@ -20,7 +20,7 @@ import pytest
 
 if TYPE_CHECKING:
     from flask import Flask
-    from sqlalchemy import Table
+    from sqlalchemy import Engine, Table
     from sqlalchemy.engine import Connection
 
     from ._database import Database
@@ -80,13 +80,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture(scope="session")
-def uow_app(pytestconfig: pytest.Config) -> Flask | None:
-    """Your Flask app, or None (the default) for a Database used without Flask.
-
-    Read from the ``flask_uow_app`` option (an app, or a factory called once per session).
-    Override this fixture in ``conftest.py`` to build the app with test configuration.
-    When it is an app, ``uow_tables`` and ``isolated_db`` run inside its app context.
-    """
+def _uow_configured_app(pytestconfig: pytest.Config) -> Flask | None:
+    """The app named by the ``flask_uow_app`` option, built once per session."""
     path = pytestconfig.getini(APP_OPTION)
     if not path:
         return None
@@ -103,13 +98,24 @@ def uow_app(pytestconfig: pytest.Config) -> Flask | None:
     return app
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
+def uow_app(_uow_configured_app: Flask | None) -> Flask | None:
+    """Your Flask app, or None (the default) for a Database used without Flask.
+
+    Read from the ``flask_uow_app`` option (an app, or a factory called once per session).
+    Override this fixture in ``conftest.py`` to build the app with test configuration, with
+    any scope. When it is an app, ``isolated_db`` runs inside its app context.
+    """
+    return _uow_configured_app
+
+
+@pytest.fixture
 def uow_database(pytestconfig: pytest.Config, uow_app: Flask | None) -> Database:
     """The Database that ``isolated_db`` isolates.
 
     Read from the ``flask_uow_database`` option, else taken from ``uow_app`` (the Database
     it was registered with by ``init_app``). Override this fixture in ``conftest.py`` to
-    return your Database directly; keep it session-scoped.
+    return your Database directly, with any scope.
     """
     from ._database import Database
     from ._flask import EXTENSION_KEY
@@ -137,28 +143,34 @@ def uow_database(pytestconfig: pytest.Config, uow_app: Flask | None) -> Database
 
 
 @pytest.fixture(scope="session")
-def uow_tables(
-    pytestconfig: pytest.Config, uow_database: Database, uow_app: Flask | None
-) -> Iterator[None]:
-    """Create the Database's missing tables once per session; drop those it created at the end.
-
-    Turn creation off with ``flask_uow_create_all = false`` and dropping with
-    ``flask_uow_drop_all = false``. To build the schema another way (Alembic migrations),
-    override this session-scoped fixture. Closes the Database's pooled connections at the
-    end of the session.
-    """
-    created: list[Table] = []
-    if pytestconfig.getini(CREATE_ALL_OPTION):
-        with _app_context(uow_app):
-            created = _create_missing_tables(uow_database)
+def _uow_schemas(pytestconfig: pytest.Config) -> Iterator[_Schemas]:
+    """Tables created by ``uow_tables`` during the session, dropped at its end."""
+    schemas = _Schemas()
     try:
-        yield
+        yield schemas
     finally:
-        with _app_context(uow_app):
-            if created and pytestconfig.getini(DROP_ALL_OPTION):
-                assert uow_database.metadata is not None
-                uow_database.metadata.drop_all(uow_database.engine, tables=created)
-            uow_database.dispose()
+        schemas.close(drop=bool(pytestconfig.getini(DROP_ALL_OPTION)))
+
+
+@pytest.fixture
+def uow_tables(
+    pytestconfig: pytest.Config,
+    uow_database: Database,
+    uow_app: Flask | None,
+    _uow_schemas: _Schemas,
+) -> None:
+    """Create the Database's missing tables, once per database and session.
+
+    At the end of the session it drops the tables it created (never tables that existed
+    before) and closes the Database's pooled connections. Turn creation off with
+    ``flask_uow_create_all = false`` and dropping with ``flask_uow_drop_all = false``. To
+    build the schema another way (Alembic migrations), override this fixture to request a
+    session-scoped fixture of yours that does it.
+    """
+    if not pytestconfig.getini(CREATE_ALL_OPTION):
+        return
+    with _app_context(uow_app):
+        _uow_schemas.ensure(uow_database)
 
 
 @pytest.fixture
@@ -210,23 +222,50 @@ def _app_context(app: Flask | None) -> AbstractContextManager[object]:
     return app.app_context() if app is not None else nullcontext()
 
 
-def _create_missing_tables(db: Database) -> list[Table]:
-    import sqlalchemy as sa
+class _Schemas:
+    """Which databases got their tables this session, and the tables that were created."""
 
-    metadata = db.metadata
-    if metadata is None:
-        pytest.fail(
-            "uow_tables creates tables from the Database's metadata, and it has none: pass "
-            "metadata=Base.metadata to Database(), set flask_uow_create_all = false in the "
-            "pytest configuration, or override the uow_tables fixture.",
-            pytrace=False,
-        )
-    engine = db.engine
-    inspector = sa.inspect(engine)
-    created = [
-        table
-        for table in metadata.sorted_tables
-        if not inspector.has_table(table.name, schema=table.schema)
-    ]
-    metadata.create_all(engine, tables=created)
-    return created
+    def __init__(self) -> None:
+        self.created: dict[tuple[object, ...], tuple[Engine, list[Table]]] = {}
+        self.databases: list[Database] = []
+
+    def ensure(self, db: Database) -> None:
+        metadata = db.metadata
+        if metadata is None:
+            pytest.fail(
+                "uow_tables creates tables from the Database's metadata, and it has none: "
+                "pass metadata=Base.metadata to Database(), set flask_uow_create_all = false "
+                "in the pytest configuration, or override the uow_tables fixture.",
+                pytrace=False,
+            )
+        engine = db.engine
+        url = engine.url
+        key: tuple[object, ...] = (id(metadata), url.render_as_string(hide_password=False))
+        if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+            key = (*key, id(engine))  # every engine has an in-memory database of its own
+        if key in self.created:
+            return
+        import sqlalchemy as sa
+
+        inspector = sa.inspect(engine)
+        missing = [
+            table
+            for table in metadata.sorted_tables
+            if not inspector.has_table(table.name, schema=table.schema)
+        ]
+        metadata.create_all(engine, tables=missing)
+        self.created[key] = (engine, missing)
+        if all(known is not db for known in self.databases):
+            self.databases.append(db)
+
+    def close(self, *, drop: bool) -> None:
+        try:
+            if drop:
+                for engine, tables in reversed(self.created.values()):
+                    if tables:
+                        tables[0].metadata.drop_all(engine, tables=tables)
+        finally:
+            for engine, _ in self.created.values():
+                engine.dispose()
+            for db in self.databases:
+                db.dispose()

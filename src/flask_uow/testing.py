@@ -42,8 +42,8 @@ def isolated(db: Database) -> Iterator[Connection]:
     Differences from production, by design:
 
     - ``Propagation.REQUIRES_NEW`` becomes a SAVEPOINT on the same connection, not a
-      second connection: its work is visible to the unit that opened it before it ends,
-      and is undone if that unit later rolls back.
+      second connection: it sees the uncommitted work of the unit that opened it, and its
+      own work is undone if that unit, having run SQL before it, later rolls back.
     - ``read_only`` units still refuse flushes, but the server-side READ ONLY transaction
       and ``isolation_level`` are not applied (they cannot change inside a transaction).
     - The whole block is one database transaction: PostgreSQL's ``now()`` returns the
