@@ -1,0 +1,67 @@
+"""isolation_level applies to one unit's connection, and serialization failures are retried."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from flask_uow import Database
+
+from .conftest import checked_out
+from .models import Item
+
+
+def test_isolation_level_applies_to_the_unit_and_is_reset_afterwards(
+    db: Database, backend_name: str
+) -> None:
+    if backend_name == "sqlite":
+        pytest.skip("SQLite is always SERIALIZABLE")
+    with db.unit_of_work(isolation_level="SERIALIZABLE"):
+        assert db.session.connection().get_isolation_level() == "SERIALIZABLE"
+    with db.unit_of_work():
+        assert db.session.connection().get_isolation_level() != "SERIALIZABLE"
+
+
+def test_autocommit_is_refused_because_a_unit_is_a_transaction(db: Database) -> None:
+    with pytest.raises(ValueError, match="AUTOCOMMIT"):
+        db.unit_of_work(isolation_level="AUTOCOMMIT")
+
+
+def test_a_serialization_failure_is_retried_until_both_units_commit(
+    db: Database, backend_name: str
+) -> None:
+    if backend_name != "postgresql":
+        pytest.skip("SQLSTATE 40001 at SERIALIZABLE is PostgreSQL's; others lock instead")
+    with db.unit_of_work():
+        db.session.add(Item(name="counter-0"))
+    both_read = threading.Barrier(2, timeout=10)
+    attempts: list[str] = []
+    errors: list[BaseException] = []
+
+    @db.transactional(isolation_level="SERIALIZABLE", retries=5)
+    def increment(worker: str) -> None:
+        attempts.append(worker)
+        item = db.session.scalars(sa.select(Item)).one()
+        if attempts.count(worker) == 1:
+            both_read.wait()
+        number = int(item.name.split("-")[1])
+        item.name = f"counter-{number + 1}"
+
+    def run(worker: str) -> None:
+        try:
+            increment(worker)
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert db.stats.retried >= 1
+    with db.unit_of_work(read_only=True):
+        assert db.session.scalars(sa.select(Item.name)).one() == "counter-2"
+    assert checked_out(db) == 0
