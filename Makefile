@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict examples/ledger/ledger examples/ledger/tests examples/ledger/migrations
 
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)

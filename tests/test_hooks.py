@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from flask_uow import Database, Propagation
+from flask_uow import Database, NoActiveUnitOfWork, Propagation
 
 from .conftest import checked_out
 from .models import Item
@@ -117,3 +117,20 @@ def test_a_hook_may_open_a_new_unit_of_work(db: Database) -> None:
         uow.on_commit(follow_up)
     with db.unit_of_work(read_only=True):
         assert db.session.query(Item).count() == 2
+
+
+def test_db_on_commit_registers_on_the_active_unit(db: Database) -> None:
+    seen: list[str] = []
+    with db.unit_of_work():
+        with db.unit_of_work():
+            db.on_commit(lambda: seen.append("commit"))
+            db.on_rollback(lambda: seen.append("rollback"))
+        assert seen == []
+    assert seen == ["commit"]
+
+
+def test_db_on_commit_outside_a_unit_raises(db: Database) -> None:
+    with pytest.raises(NoActiveUnitOfWork, match="on_commit"):
+        db.on_commit(lambda: None)
+    with pytest.raises(NoActiveUnitOfWork, match="on_rollback"):
+        db.on_rollback(lambda: None)

@@ -256,6 +256,32 @@ class Database:
             )
         return unit.session
 
+    def on_commit(self, callback: Callable[[], object]) -> None:
+        """Register ``callback`` on the active unit: it runs once after the transaction COMMITs.
+
+        A shortcut for ``db.current.on_commit(callback)`` that raises ``NoActiveUnitOfWork``
+        outside any unit. See ``UnitOfWork.on_commit``.
+        """
+        self._require_current("on_commit").on_commit(callback)
+
+    def on_rollback(self, callback: Callable[[], object]) -> None:
+        """Register ``callback`` on the active unit: it runs once after the transaction ROLLs BACK.
+
+        A shortcut for ``db.current.on_rollback(callback)`` that raises ``NoActiveUnitOfWork``
+        outside any unit.
+        """
+        self._require_current("on_rollback").on_rollback(callback)
+
+    def _require_current(self, what: str) -> UnitOfWork:
+        unit = self._active(allow_foreign=False)
+        if unit is None:
+            raise NoActiveUnitOfWork(
+                f"db.{what}() was called outside a unit of work, so there is no transaction "
+                "whose end it could wait for. Call it from a @db.transactional function or "
+                "inside 'with db.unit_of_work():'."
+            )
+        return unit
+
     @property
     def stats(self) -> UnitStats:
         """Counters of outermost units: started, committed, rolled back, active, retried."""

@@ -24,7 +24,7 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-"""Constraint names are spelled out so that Alembic migrations can refer to them on every backend."""
+"""Constraint names spelled out, so that Alembic migrations can name them on every backend."""
 
 MAX_CENTS = 2**63 - 1
 """The largest amount of money a column holds: money is integer cents in a signed 64-bit column."""
@@ -40,6 +40,7 @@ class Customer(Base):
     """A person who owns exactly one account."""
 
     __tablename__ = "customers"
+    __table_args__ = {"mysql_charset": "utf8mb4"}  # any name, even where the server default differs
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100))

@@ -41,18 +41,15 @@ class OutOfRange:
 OUT_OF_RANGE = OutOfRange()
 
 
-def _is_int(value: object) -> bool:
-    return type(value) is int  # excludes bool, a subclass of int
-
-
 def integer(value: object, field: str, *, minimum: int, maximum: int) -> int:
     """An ``int`` (not a bool, not a float) with ``minimum <= value <= maximum``."""
-    if isinstance(value, OutOfRange) or (
-        isinstance(value, int) and _is_int(value) and not minimum <= value <= maximum
-    ):
-        raise ValidationError(f"{field} must be an integer from {minimum} to {maximum}")
-    if not isinstance(value, int) or not _is_int(value):
+    out_of_range = f"{field} must be an integer from {minimum} to {maximum}"
+    if isinstance(value, OutOfRange):
+        raise ValidationError(out_of_range)
+    if type(value) is not int:  # also rejects bool, a subclass of int
         raise ValidationError(f"{field} must be an integer")
+    if not minimum <= value <= maximum:
+        raise ValidationError(out_of_range)
     return value
 
 
@@ -82,9 +79,7 @@ def name(value: object, field: str = "name") -> str:
     if not 1 <= len(text) <= NAME_MAX_LENGTH:
         raise ValidationError(f"{field} must be 1 to {NAME_MAX_LENGTH} characters long")
     if _NAME.fullmatch(text) is None:
-        raise ValidationError(
-            f"{field} must contain a visible character and no control characters"
-        )
+        raise ValidationError(f"{field} must contain a visible character and no control characters")
     return text
 
 

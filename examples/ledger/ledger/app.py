@@ -1,0 +1,42 @@
+"""The application factory: ``flask --app ledger.app:create_app run``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from . import errorhandlers
+from .cli import ledger_cli
+from .database import db
+from .views import api
+
+DEFAULTS: Mapping[str, Any] = {
+    "UOW_PER_REQUEST": False,
+    "MAX_CONTENT_LENGTH": 64 * 1024,
+}
+"""Services declare their own units of work, so requests do not get one each."""
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the ledger app.
+
+    Configuration, later entries winning: :data:`DEFAULTS`; the ``DATABASE_URL`` environment
+    variable as ``UOW_DATABASE_URL``; ``config``. Without a URL, flask-uow uses a SQLite file
+    ``app.db`` in the instance folder (``examples/ledger/instance/`` in a source checkout).
+    """
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(DEFAULTS)
+    database_url = os.environ.get("DATABASE_URL")
+    if database_url:
+        app.config["UOW_DATABASE_URL"] = database_url
+    if config is not None:
+        app.config.from_mapping(config)
+
+    db.init_app(app)
+    errorhandlers.register(app)
+    app.register_blueprint(api)
+    app.cli.add_command(ledger_cli)
+    return app

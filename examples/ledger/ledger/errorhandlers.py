@@ -1,0 +1,64 @@
+"""Every error leaves the app as ``{"error": {"code": ..., "message": ...}}``.
+
+Domain errors get the status their meaning calls for; Werkzeug's HTTP errors (unknown route,
+wrong method, body too large) keep their status and headers, such as ``Allow`` on a 405; anything
+else is logged with its traceback and answered with a bare 500, never the traceback or SQL.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, current_app, jsonify
+from werkzeug.exceptions import HTTPException
+
+from . import errors, schemas
+
+STATUS: dict[type[errors.LedgerError], int] = {
+    schemas.MalformedBody: 400,
+    errors.ValidationError: 422,
+    errors.SameAccount: 422,
+    errors.NotFound: 404,
+    errors.DuplicateEmail: 409,
+    errors.InsufficientFunds: 409,
+    errors.BalanceLimitExceeded: 409,
+    errors.IdempotencyConflict: 409,
+}
+"""HTTP status of each domain error; a subclass not listed here inherits its base's status."""
+
+
+def _status_of(exc: errors.LedgerError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+def _error_response(status: int, code: str, message: str) -> Response:
+    response = jsonify(schemas.error(code, message))
+    response.status_code = status
+    return response
+
+
+def handle_ledger_error(exc: errors.LedgerError) -> Response:
+    return _error_response(_status_of(exc), exc.code, exc.message)
+
+
+def handle_http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code = (exc.name or "error").lower().replace(" ", "_")
+    response = _error_response(status, code, exc.description or exc.name or "error")
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def handle_unexpected_error(exc: Exception) -> Response:
+    current_app.logger.error("unhandled error", exc_info=exc)
+    return _error_response(500, "internal_error", "an unexpected error occurred")
+
+
+def register(app: Flask) -> None:
+    """Install the handlers app-wide, so unknown routes and methods answer in JSON too."""
+    app.register_error_handler(errors.LedgerError, handle_ledger_error)
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(Exception, handle_unexpected_error)

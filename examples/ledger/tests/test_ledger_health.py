@@ -1,0 +1,38 @@
+"""``GET /health`` tells whether the database answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ledger.app import create_app
+from ledger.database import db
+from ledger.testing import LedgerClient
+
+
+def test_health_is_ok_when_the_database_answers(api: LedgerClient) -> None:
+    response = api.get("/health")
+
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "database": "ok"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///{tmp}/missing-directory/ledger.db",
+        "postgresql+psycopg://ledger@127.0.0.1:1/ledger?connect_timeout=2",
+        "mysql+pymysql://ledger@127.0.0.1:1/ledger?connect_timeout=2",
+    ],
+    ids=["sqlite", "postgresql", "mariadb"],
+)
+def test_health_is_503_when_the_database_is_unreachable(tmp_path: Path, url: str) -> None:
+    app = create_app({"UOW_DATABASE_URL": url.format(tmp=tmp_path), "TESTING": True})
+
+    response = app.test_client().get("/health")
+
+    assert response.status_code == 503
+    assert response.get_json() == {"status": "error", "database": "unreachable"}
+    with app.app_context():
+        db.dispose()
