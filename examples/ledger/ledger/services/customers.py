@@ -64,9 +64,7 @@ def register_customer(name: str, email: str) -> CustomerDetails:
         raise DuplicateEmail(email) from None
     details = CustomerDetails.of(customer)
 
-    uow = db.current
-    assert uow is not None  # @db.transactional guarantees a unit
-    uow.on_commit(partial(notifications.customer_registered, details.id, details.email))
+    db.on_commit(partial(notifications.customer_registered, details.id, details.email))
     return details
 
 

@@ -138,9 +138,7 @@ def _transfer(
         )
     details = TransferDetails.of(row)
 
-    uow = db.current
-    assert uow is not None  # @db.transactional guarantees a unit
-    uow.on_commit(
+    db.on_commit(
         partial(
             notifications.transfer_completed,
             details.id,
