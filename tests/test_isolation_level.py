@@ -14,19 +14,46 @@ from .models import Item
 
 
 def test_isolation_level_applies_to_the_unit_and_is_reset_afterwards(
-    db: Database, backend_name: str
+    db: Database, observer: sa.Engine, backend_name: str
 ) -> None:
     if backend_name == "sqlite":
         pytest.skip("SQLite is always SERIALIZABLE")
-    with db.unit_of_work(isolation_level="SERIALIZABLE"):
-        assert db.session.connection().get_isolation_level() == "SERIALIZABLE"
     with db.unit_of_work():
-        assert db.session.connection().get_isolation_level() != "SERIALIZABLE"
+        db.session.add(Item(name="row"))
+    for _ in range(2):  # the same pooled connection, set and then back to the default
+        with db.unit_of_work(isolation_level="serializable"):
+            assert _runs_serializable(db, observer, backend_name)
+        with db.unit_of_work():
+            assert not _runs_serializable(db, observer, backend_name)
+    assert checked_out(db) == 0
+
+
+def _runs_serializable(db: Database, observer: sa.Engine, backend_name: str) -> bool:
+    if backend_name == "postgresql":
+        level = db.session.execute(sa.text("SHOW transaction_isolation")).scalar_one()
+        return str(level) == "serializable"
+    # InnoDB reads take shared locks only at SERIALIZABLE: a writer elsewhere must wait.
+    db.session.execute(sa.select(Item.id)).all()
+    with observer.connect() as other:
+        other.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 1")
+        try:
+            other.execute(sa.update(Item).values(name="changed"))
+        except sa.exc.OperationalError as error:
+            assert error.orig is not None and error.orig.args[0] == 1205
+            return True
+        finally:
+            other.rollback()
+    return False
 
 
 def test_autocommit_is_refused_because_a_unit_is_a_transaction(db: Database) -> None:
     with pytest.raises(ValueError, match="AUTOCOMMIT"):
         db.unit_of_work(isolation_level="AUTOCOMMIT")
+
+
+def test_an_unknown_isolation_level_is_refused_with_the_valid_names(db: Database) -> None:
+    with pytest.raises(ValueError, match="REPEATABLE READ"):
+        db.unit_of_work(isolation_level="SERIALIZABLE; DROP TABLE uow_item")
 
 
 def test_a_serialization_failure_is_retried_until_both_units_commit(

@@ -14,6 +14,18 @@ from sqlalchemy.pool import ConnectionPoolEntry
 READ_ONLY_OPTION = "flask_uow_read_only"
 """Execution option set on the engine variant used by read-only units."""
 
+ISOLATION_LEVEL_OPTION = "flask_uow_isolation_level"
+"""Execution option with the isolation level a unit asked for, set per transaction.
+
+flask-uow sets it with ``SET TRANSACTION`` when the unit's transaction begins, rather than
+with SQLAlchemy's per-connection ``isolation_level``, which costs a round trip at checkout
+and another at checkin, either of which can fail on a connection that died in the pool.
+"""
+
+ISOLATION_LEVELS = frozenset(
+    {"SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED", "READ UNCOMMITTED"}
+)
+
 WRITE_LOCK_OPTION = "flask_uow_write_lock"
 """Execution option asking SQLite for ``BEGIN IMMEDIATE``: set for read-write units only."""
 
@@ -77,21 +89,54 @@ def _sqlite_on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
+def _transaction_modes(connection: Connection) -> list[str]:
+    options = connection.get_execution_options()
+    modes = []
+    level = options.get(ISOLATION_LEVEL_OPTION)
+    if level:
+        modes.append(f"ISOLATION LEVEL {level}")
+    if options.get(READ_ONLY_OPTION):
+        modes.append("READ ONLY")
+    return modes
+
+
 def _mysql_on_begin(connection: Connection) -> None:
-    if connection.get_execution_options().get(READ_ONLY_OPTION):
-        connection.exec_driver_sql("START TRANSACTION READ ONLY")
+    # SET TRANSACTION without SESSION applies to the next transaction only, which the
+    # unit's first statement starts; nothing needs resetting when the connection goes back.
+    modes = _transaction_modes(connection)
+    if modes:
+        connection.exec_driver_sql("SET TRANSACTION " + ", ".join(modes))
 
 
 def _postgresql_on_begin(connection: Connection) -> None:
-    if connection.get_execution_options().get(READ_ONLY_OPTION):
-        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+    # The driver sends BEGIN with this, the first statement of the transaction.
+    modes = _transaction_modes(connection)
+    if modes:
+        connection.exec_driver_sql("SET TRANSACTION " + ", ".join(modes))
+
+
+def normalize_isolation_level(level: str) -> str:
+    """Validate an isolation level name and return it as SQL spells it."""
+    spelled = " ".join(level.replace("_", " ").upper().split())
+    if spelled == "AUTOCOMMIT":
+        raise ValueError(
+            "isolation_level='AUTOCOMMIT' would turn the unit into no transaction at all; "
+            "use db.engine.connect() with execution_options(isolation_level='AUTOCOMMIT') "
+            "for statements that must run outside a transaction."
+        )
+    if spelled not in ISOLATION_LEVELS:
+        raise ValueError(
+            f"Unknown isolation_level {level!r}; use one of {', '.join(sorted(ISOLATION_LEVELS))}."
+        )
+    return spelled
 
 
 class EngineVariants:
     """An engine and its cached variants for read-only units and isolation levels.
 
-    Variants share the engine's pool; their options apply to each connection a unit checks
-    out and are reset when it goes back.
+    Variants share the engine's pool. Their options say how each transaction begins
+    (READ ONLY, an isolation level, SQLite's write lock); they leave nothing on the
+    connection to reset when it goes back to the pool.
     """
 
     __slots__ = ("engine", "is_sqlite", "is_memory", "_read_write", "_variants", "_lock")
@@ -127,5 +172,8 @@ class EngineVariants:
         elif self.is_sqlite:
             options[WRITE_LOCK_OPTION] = True
         if isolation_level is not None:
-            options["isolation_level"] = isolation_level
+            if self.is_sqlite:
+                options["isolation_level"] = isolation_level  # a local PRAGMA, no round trip
+            else:
+                options[ISOLATION_LEVEL_OPTION] = isolation_level
         return self.engine.execution_options(**options) if options else self.engine

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import SessionTransaction
 
+from ._engines import normalize_isolation_level
 from ._errors import NoActiveUnitOfWork, ReadOnlyViolation, UnexpectedRollback, UnitOfWorkError
 from ._hooks import Hook, logger, run_hooks
 from ._propagation import Propagation
@@ -99,12 +100,8 @@ class UnitOfWork:
             raise TypeError(
                 f"propagation must be a flask_uow.Propagation member, got {propagation!r}"
             )
-        if isolation_level is not None and isolation_level.upper() == "AUTOCOMMIT":
-            raise ValueError(
-                "isolation_level='AUTOCOMMIT' would turn the unit into no transaction at all; "
-                "use db.engine.connect() with execution_options(isolation_level='AUTOCOMMIT') "
-                "for statements that must run outside a transaction."
-            )
+        if isolation_level is not None:
+            isolation_level = normalize_isolation_level(isolation_level)
         self.propagation = propagation
         """How this unit relates to a unit already active when it is entered."""
         self.read_only = read_only

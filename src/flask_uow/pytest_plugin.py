@@ -1,8 +1,8 @@
 """pytest fixtures that run each test's units of work in a transaction that is undone.
 
 Loaded by pytest wherever flask-uow is installed (the ``pytest11`` entry point). It defines
-no autouse fixtures and imports nothing heavy until a test requests ``isolated_db``, so
-suites that do not use it are unaffected. See ``docs/testing.md``.
+no autouse fixtures, and this module imports nothing but pytest until a test requests one
+of its fixtures, so suites that do not use it are unaffected. See ``docs/testing.md``.
 
 Point it at your Database with ``flask_uow_database = "myapp.models:db"`` in the pytest
 configuration, or ``flask_uow_app = "myapp:create_app"`` for a Flask app, or by
@@ -253,7 +253,8 @@ class _Schemas:
             for table in metadata.sorted_tables
             if not inspector.has_table(table.name, schema=table.schema)
         ]
-        metadata.create_all(engine, tables=missing)
+        if missing:
+            metadata.create_all(engine, tables=missing)
         self.created[key] = (engine, missing)
         if all(known is not db for known in self.databases):
             self.databases.append(db)
