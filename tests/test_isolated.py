@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 from collections.abc import Iterator
+from secrets import token_hex
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +14,7 @@ from flask import Flask, request
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from flask_uow import Database, Propagation, ReadOnlyViolation, UnitOfWorkError
-from flask_uow.testing import isolated
+from flask_uow.testing import isolated, scratch_database
 
 
 class Base(DeclarativeBase):
@@ -460,3 +462,42 @@ def test_requires_new_violation_fails_when_the_enclosing_unit_commits(
             with deferred_db.unit_of_work(propagation=Propagation.REQUIRES_NEW):
                 add_child(deferred_db, 1)
         assert count_children(deferred_db) == 0
+
+
+# -- scratch_database ---------------------------------------------------------------------------
+
+
+def test_scratch_database_is_empty_usable_and_gone_afterwards(backend_url: str) -> None:
+    with scratch_database(backend_url, f"flask_uow_scratch_{token_hex(4)}") as url:
+        db = Database(url, metadata=Base.metadata)
+        assert sa.inspect(db.engine).get_table_names() == []
+        db.create_all()
+        add_note(db, "in scratch")
+        assert visible_texts(db) == ["in scratch"]
+        db.dispose()
+    assert url.database is not None
+    if url.get_backend_name() == "sqlite":
+        assert not os.path.exists(url.database)
+    else:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with pytest.raises(sa.exc.OperationalError):
+            engine.connect()
+        engine.dispose()
+
+
+def test_scratch_database_replaces_a_leftover_of_the_same_name(backend_url: str) -> None:
+    name = f"flask_uow_scratch_{token_hex(4)}"
+    with scratch_database(backend_url, name) as first:
+        db = Database(first, metadata=Base.metadata)
+        db.create_all()
+        db.dispose()
+        with scratch_database(backend_url, name) as second:
+            engine = sa.create_engine(second, poolclass=sa.pool.NullPool)
+            assert sa.inspect(engine).get_table_names() == []
+            engine.dispose()
+
+
+def test_scratch_database_refuses_names_that_need_quoting(backend_url: str) -> None:
+    with pytest.raises(ValueError, match="letters, digits and _"):
+        with scratch_database(backend_url, 'x"; DROP DATABASE test; --'):
+            pass

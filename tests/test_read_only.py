@@ -76,3 +76,16 @@ def test_read_only_requires_new_inside_read_write_unit_is_read_only(db: Database
             with db.unit_of_work(read_only=True, propagation=Propagation.REQUIRES_NEW):
                 db.session.add(Item(name="x"))
                 db.session.flush()
+
+
+def test_changes_left_pending_in_a_read_only_unit_raise_instead_of_vanishing(
+    db: Database, observer: sa.Engine
+) -> None:
+    rolled_back: list[bool] = []
+    with pytest.raises(ReadOnlyViolation, match="1 new"):
+        with db.unit_of_work(read_only=True) as uow:
+            uow.on_rollback(lambda: rolled_back.append(True))
+            db.session.add(Item(name="pending"))
+    assert rolled_back == [True]
+    assert committed_names(observer) == []
+    assert checked_out(db) == 0

@@ -254,18 +254,20 @@ class UnitOfWork:
         session = self._session
         if exc is None and self._doomed_by is None and not self._rollback_requested:
             if session is not None:
-                if not self.read_only:
-                    try:
-                        session.flush()
+                try:
+                    # A read-only unit with pending changes fails here with
+                    # ReadOnlyViolation rather than dropping them silently.
+                    session.flush()
+                    if not self.read_only:
                         self._failed_during_commit = True
                         end_commit(session)
-                    except BaseException as error:
-                        self._discard(session)
-                        self._finish()
-                        self._db._counters.count_end(committed=False)
-                        if not self.will_retry(error):
-                            run_hooks(self._rollback_hooks, "on_rollback")
-                        raise
+                except BaseException as error:
+                    self._discard(session)
+                    self._finish()
+                    self._db._counters.count_end(committed=False)
+                    if not self.will_retry(error):
+                        run_hooks(self._rollback_hooks, "on_rollback")
+                    raise
                 self._close_quietly(session)
             self._finish()
             self._db._counters.count_end(committed=True)
