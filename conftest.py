@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
+
+from flask_uow.testing import scratch_database
 
 SERVER_BACKENDS = {"postgresql": "TEST_POSTGRESQL_URL", "mariadb": "TEST_MARIADB_URL"}
 ALL_BACKENDS = ("sqlite", *SERVER_BACKENDS)
@@ -26,45 +29,18 @@ class _ScratchDatabases:
 
     urls: dict[str, URL] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
+    cleanup: ExitStack = field(default_factory=ExitStack)
 
 
-def _admin_engine(url: URL) -> sa.Engine:
-    return sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-
-
-def _create_scratch(backend: str, base: URL, name: str) -> URL:
-    engine = _admin_engine(base)
-    try:
-        with engine.connect() as conn:
-            if backend == "postgresql":
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-            else:
-                conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    finally:
-        engine.dispose()
-    return base.set(database=name)
-
-
-def _drop_scratch(backend: str, base: URL, name: str) -> None:
-    engine = _admin_engine(base)
-    try:
-        with engine.connect() as conn:
-            if backend == "postgresql":
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            else:
-                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
-    finally:
-        engine.dispose()
-
-
-def _scratch_name(config: pytest.Config) -> str:
+def _scratch_name() -> str:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     return f"flask_uow_{worker}_{uuid.uuid4().hex[:8]}"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     scratch = _ScratchDatabases()
-    name = _scratch_name(config)
+    config.stash[_SCRATCH] = scratch
+    name = _scratch_name()
     for backend, variable in SERVER_BACKENDS.items():
         raw = os.environ.get(variable)
         if not raw:
@@ -72,7 +48,7 @@ def pytest_configure(config: pytest.Config) -> None:
             continue
         base = make_url(raw)
         try:
-            scratch.urls[backend] = _create_scratch(backend, base, name)
+            scratch.urls[backend] = scratch.cleanup.enter_context(scratch_database(base, name))
         except sa.exc.OperationalError as exc:
             reason = f"{variable}={base.render_as_string()} is unreachable: {exc.orig}"
             if os.environ.get("CI") == "true":
@@ -81,17 +57,12 @@ def pytest_configure(config: pytest.Config) -> None:
                     f"unset {variable}."
                 ) from exc
             scratch.unavailable[backend] = reason
-    config.stash[_SCRATCH] = scratch
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     scratch = config.stash.get(_SCRATCH, None)
-    if scratch is None:
-        return
-    for backend, url in scratch.urls.items():
-        base = make_url(os.environ[SERVER_BACKENDS[backend]])
-        assert url.database is not None
-        _drop_scratch(backend, base, url.database)
+    if scratch is not None:
+        scratch.cleanup.close()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
