@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import random
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -73,10 +74,25 @@ def test_requires_new_works_in_a_thread_with_a_copied_context(db: Database) -> N
         assert db.session.scalars(sa.select(Item.name)).all() == ["from-thread"]
 
 
+@pytest.fixture
+def patient_db(db: Database, backend_name: str) -> Iterator[Database]:
+    """``db``, but SQLite writers wait up to two minutes for the lock: 16 threads take turns."""
+    if backend_name != "sqlite":
+        yield db
+        return
+    assert db.url is not None
+    patient = Database(
+        db.url, metadata=db.metadata, engine_options={"connect_args": {"timeout": 120}}
+    )
+    yield patient
+    patient.dispose()
+
+
 @pytest.mark.parametrize("threads, units", [(16, 500)])
 def test_sixteen_threads_interleaving_commits_and_rollbacks_keep_exact_counts(
-    db: Database, threads: int, units: int
+    patient_db: Database, threads: int, units: int
 ) -> None:
+    db = patient_db
     committed_per_thread = [0] * threads
     hooks_run = [0] * threads
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ class Database:
         self._lock = threading.Lock()
         self._apps: WeakKeyDictionary[Flask, _flask.AppState] = WeakKeyDictionary()
         self._has_apps = False  # set once by init_app; cheaper to test than the dictionary
+        self._last_app: tuple[weakref.ref[Flask], _flask.AppState] | None = None
         self._stack: ContextVar[tuple[UnitOfWork, ...]] = ContextVar(
             f"flask_uow_units_{id(self):x}", default=()
         )
@@ -95,9 +97,12 @@ class Database:
 
     def _variants(self) -> EngineVariants:
         if self._has_apps:
-            state = _flask.current_state(self)
+            state = _flask.current_state(self, _flask.current_context())
             if state is not None:
                 return state.variants()
+        return self._default_variants()
+
+    def _default_variants(self) -> EngineVariants:
         default = self._default
         if default is None:
             default = self._create_default()
@@ -321,9 +326,13 @@ class Database:
 
     def _begin_outermost(self, unit: UnitOfWork) -> None:
         isolation = self._isolation.get()
+        context = _flask.current_context() if self._has_apps else None
+        if context is not None:
+            _flask.note_app_context(unit, context)
         if isolation is None:
             # Resolve the engine now, so that a missing URL fails at entry, not at first query.
-            unit._engines = engines = self._variants()
+            state = _flask.current_state(self, context)
+            unit._engines = engines = state.variants() if state else self._default_variants()
             if engines.is_sqlite and unit.propagation is Propagation.REQUIRES_NEW:
                 self._refuse_sqlite_self_deadlock(unit, engines)
         elif isolation.thread != get_ident():
@@ -332,8 +341,6 @@ class Database:
                 "it; units in other threads cannot share it. Run threaded code under test "
                 "without isolated(), and clean up its data explicitly."
             )
-        if self._has_apps:
-            _flask.note_app_context(self, unit)
         self._counters.count_start()
 
     def _refuse_sqlite_self_deadlock(self, unit: UnitOfWork, engines: EngineVariants) -> None:

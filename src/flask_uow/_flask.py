@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from flask import Flask, Response, current_app, g, has_app_context
-from flask.globals import app_ctx
+from flask import Flask, Response, g
+from flask.ctx import AppContext
+from flask.globals import _cv_app
 
 from ._engines import EngineVariants, create_engine
 from ._errors import UnitOfWorkError
@@ -90,24 +92,35 @@ def _default_sqlite_url(app: Flask) -> str:
     return "sqlite:///" + os.path.join(app.instance_path, "app.db")
 
 
-def current_state(db: Database) -> AppState | None:
-    """The state of the current Flask app, or None outside an app context."""
-    if not has_app_context():
+def current_context() -> AppContext | None:
+    """The active app context, or None (one ContextVar lookup)."""
+    return _cv_app.get(None)
+
+
+def current_state(db: Database, context: AppContext | None) -> AppState | None:
+    """The state of the app of ``context``, or None outside an app context."""
+    if context is None:
         return None
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = context.app
+    cached = db._last_app
+    if cached is not None and cached[0]() is app:
+        return cached[1]
     state = db._apps.get(app)
-    if state is None and db.url is None:
-        raise UnitOfWorkError(
-            f"The current Flask app {app.name!r} is not registered with this Database. Did you "
-            "forget to call db.init_app(app) in the app factory?"
-        )
+    if state is None:
+        if db.url is None:
+            raise UnitOfWorkError(
+                f"The current Flask app {app.name!r} is not registered with this Database. Did "
+                "you forget to call db.init_app(app) in the app factory?"
+            )
+        return None
+    db._last_app = (weakref.ref(app), state)
     return state
 
 
-def note_app_context(db: Database, unit: UnitOfWork) -> None:
+def note_app_context(unit: UnitOfWork, context: AppContext | None) -> None:
     """Remember which app context an outermost unit was opened in, and where."""
-    if has_app_context():
-        unit._app_context = app_ctx._get_current_object()  # type: ignore[attr-defined]
+    if context is not None:
+        unit._app_context = context
         unit._note_origin()
 
 
@@ -116,7 +129,7 @@ def end_leaked_units(db: Database) -> None:
     stack = db._stack.get()
     if not stack:
         return
-    context = app_ctx._get_current_object()  # type: ignore[attr-defined]
+    context = current_context()
     for unit in reversed(stack):
         if unit._app_context is context and unit.is_outermost:
             warnings.warn(

@@ -6,7 +6,7 @@ import enum
 import os
 import sys
 from threading import get_ident
-from types import FrameType, TracebackType
+from types import CodeType, FrameType, TracebackType
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import SessionTransaction
@@ -121,7 +121,7 @@ class UnitOfWork:
         self._rollback_requested = False
         self._doomed_by: BaseException | str | None = None
         self._failed_during_commit = False
-        self._opened_at: str | None = None
+        self._opened_at: tuple[CodeType, int] | None = None
         self._app_context: object | None = None
         self._engines: EngineVariants | None = None
         self._retries_left = 0
@@ -377,13 +377,15 @@ class UnitOfWork:
         while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
             frame = frame.f_back
         if frame is not None:
-            code = frame.f_code
-            self._opened_at = f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
+            self._opened_at = (frame.f_code, frame.f_lineno)
 
     @property
     def opened_at(self) -> str | None:
-        """Where this unit was entered (file:line in function), when it was recorded."""
-        return self._opened_at
+        """Where this unit was entered (file:line in function), recorded in Flask app contexts."""
+        if self._opened_at is None:
+            return None
+        code, line = self._opened_at
+        return f"{code.co_filename}:{line} in {code.co_name}"
 
     def will_retry(self, error: BaseException) -> bool:
         """True when ``@db.transactional(retries=...)`` will run this unit again after ``error``.
