@@ -260,11 +260,19 @@ class _Schemas:
             self.databases.append(db)
 
     def close(self, *, drop: bool) -> None:
+        import sqlalchemy as sa
+
         try:
             if drop:
                 for engine, tables in reversed(self.created.values()):
-                    if tables:
+                    if not tables:
+                        continue
+                    try:
                         tables[0].metadata.drop_all(engine, tables=tables)
+                    except sa.exc.OperationalError:
+                        # The database itself is gone (a per-test scratch database or a
+                        # deleted SQLite folder): there is nothing left to drop.
+                        continue
         finally:
             for engine, _ in self.created.values():
                 engine.dispose()

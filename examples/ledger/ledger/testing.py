@@ -12,6 +12,12 @@ from werkzeug.test import TestResponse
 
 _emails = itertools.count(1)
 
+UNKNOWN_ID = 2**31 - 1
+"""An id that no customer, account or transfer has in a test: the largest an INTEGER primary
+key holds. Tests that share a database through rollbacks (``flask_uow.testing.isolated``)
+cannot use a small literal such as 777 for "unknown": sequences and AUTO_INCREMENT counters
+are not rolled back, so ids keep growing from test to test and would reach it."""
+
 
 class LedgerClient:
     """A thin wrapper over a Flask test client that speaks the ledger's JSON API.

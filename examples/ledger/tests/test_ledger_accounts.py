@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ledger.testing import LedgerClient, error_code
+from ledger.testing import UNKNOWN_ID, LedgerClient, error_code
 
 MAX_CENTS = 2**63 - 1
 
@@ -22,7 +22,7 @@ def test_reading_an_account_shows_its_owner_and_balance(api: LedgerClient) -> No
 
 
 def test_reading_an_unknown_account_is_a_json_404(api: LedgerClient) -> None:
-    response = api.get("/accounts/777")
+    response = api.get(f"/accounts/{UNKNOWN_ID}")
 
     assert response.status_code == 404
     assert error_code(response) == "not_found"
@@ -41,7 +41,7 @@ def test_a_deposit_adds_to_the_balance(api: LedgerClient) -> None:
 
 
 def test_a_deposit_into_an_unknown_account_is_not_found(api: LedgerClient) -> None:
-    response = api.post("/accounts/777/deposits", {"amount": 100})
+    response = api.post(f"/accounts/{UNKNOWN_ID}/deposits", {"amount": 100})
 
     assert response.status_code == 404
     assert error_code(response) == "not_found"

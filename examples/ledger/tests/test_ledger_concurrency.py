@@ -1,7 +1,9 @@
 """Many threads moving money at once: totals hold, nobody overdraws, keys apply once.
 
 Threads call the services directly (each in its own app context, as a worker would), or use
-a test client of their own; every unit of work runs on a real connection of the backend.
+a test client of their own; every unit of work runs on a real connection of the backend, so
+these tests use ``threaded_app`` (real commits, on a scratch database of their own) instead
+of the isolated ``app``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import pytest
 from flask import Flask
 
 from ledger.errors import DuplicateEmail, InsufficientFunds
@@ -22,6 +25,12 @@ from ledger.testing import LedgerClient
 
 THREADS = 8
 T = TypeVar("T")
+
+
+@pytest.fixture
+def app(threaded_app: Flask) -> Flask:
+    """Units in several threads cannot share one test's isolation: commit for real."""
+    return threaded_app
 
 
 def _in_threads(app: Flask, work: Callable[[int], T]) -> list[T]:

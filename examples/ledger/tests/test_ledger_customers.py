@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ledger.testing import LedgerClient, error_code
+from ledger.testing import UNKNOWN_ID, LedgerClient, error_code
 
 
 def test_registering_a_customer_opens_an_account_with_a_zero_balance(api: LedgerClient) -> None:
@@ -32,7 +32,7 @@ def test_reading_a_customer_returns_what_registering_returned(api: LedgerClient)
 
 
 def test_reading_an_unknown_customer_is_a_json_404(api: LedgerClient) -> None:
-    response = api.get("/customers/4242")
+    response = api.get(f"/customers/{UNKNOWN_ID}")
 
     assert response.status_code == 404
     assert error_code(response) == "not_found"

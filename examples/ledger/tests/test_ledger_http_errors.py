@@ -9,7 +9,8 @@ from flask import Flask
 from ledger.database import db
 from ledger.testing import LedgerClient, error_code
 
-POST_ENDPOINTS = ["/customers", "/accounts/1/deposits", "/transfers"]
+POST_ENDPOINTS = ["/customers", "/accounts/{account}/deposits", "/transfers"]
+"""``{account}`` is the account the test opened."""
 
 MALFORMED_BODIES = [
     b"",
@@ -33,14 +34,14 @@ MALFORMED_BODIES = [
 def test_a_body_that_is_not_a_json_object_is_a_bad_request(
     api: LedgerClient, path: str, raw: bytes
 ) -> None:
-    api.open_account(100)
+    account_id = api.open_account(100)
 
-    response = api.post(path, raw=raw)
+    response = api.post(path.format(account=account_id), raw=raw)
 
     assert response.status_code == 400
     assert error_code(response) == "malformed_json"
     assert api.get("/customers").get_json()["total"] == 1
-    assert api.balance(1) == 100
+    assert api.balance(account_id) == 100
 
 
 def test_a_json_body_is_accepted_without_a_json_content_type(api: LedgerClient) -> None:

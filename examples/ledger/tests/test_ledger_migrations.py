@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask import Flask
 
+from flask_uow.testing import scratch_database
 from ledger.app import create_app
 from ledger.database import db
 from ledger.models import Base
@@ -57,21 +59,21 @@ def test_migrating_a_fresh_sqlite_file_creates_the_tables_of_the_models(tmp_path
 
 
 def test_migrations_upgrade_and_downgrade_cleanly_on_every_backend(backend_url: str) -> None:
-    app = create_app({"UOW_DATABASE_URL": backend_url})
-    try:
-        _migrate(app, "migrate")
-        _assert_schema_matches_models(app)
+    # A database of its own: the migrations' DDL must not touch the tables that the other
+    # tests share (and on MariaDB, DDL would commit their isolated transactions).
+    with scratch_database(backend_url, f"ledger_migrations_{secrets.token_hex(4)}") as url:
+        app = create_app({"UOW_DATABASE_URL": url.render_as_string(hide_password=False)})
+        try:
+            _migrate(app, "migrate")
+            _assert_schema_matches_models(app)
 
-        _migrate(app, "downgrade", "base")
+            _migrate(app, "downgrade", "base")
 
-        with app.app_context(), db.engine.connect() as connection:
-            assert sa.inspect(connection).get_table_names() == ["alembic_version"]
-    finally:
-        with app.app_context():
-            with db.engine.begin() as connection:
-                connection.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
-            db.drop_all()
-            db.dispose()
+            with app.app_context(), db.engine.connect() as connection:
+                assert sa.inspect(connection).get_table_names() == ["alembic_version"]
+        finally:
+            with app.app_context():
+                db.dispose()
 
 
 def test_a_migrated_database_serves_the_api(tmp_path: Path) -> None:

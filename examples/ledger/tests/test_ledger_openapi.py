@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from ledger.testing import LedgerClient
+from ledger.testing import UNKNOWN_ID, LedgerClient
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 
@@ -132,12 +132,12 @@ def test_real_responses_match_the_documented_schemas(api: LedgerClient) -> None:
     call("GET", "/customers", "/customers?per_page=1")
     call("GET", "/customers", "/customers?page=0")
     call("GET", "/customers/{customer_id}", f"/customers/{alice['id']}")
-    call("GET", "/customers/{customer_id}", "/customers/999")
+    call("GET", "/customers/{customer_id}", f"/customers/{UNKNOWN_ID}")
     call("GET", "/accounts/{account_id}", f"/accounts/{a}")
-    call("GET", "/accounts/{account_id}", "/accounts/999")
+    call("GET", "/accounts/{account_id}", f"/accounts/{UNKNOWN_ID}")
     deposits = "/accounts/{account_id}/deposits"
     call("POST", deposits, f"/accounts/{a}/deposits", body={"amount": 100})
-    call("POST", deposits, "/accounts/999/deposits", body={"amount": 100})
+    call("POST", deposits, f"/accounts/{UNKNOWN_ID}/deposits", body={"amount": 100})
     call("POST", deposits, f"/accounts/{a}/deposits", body={"amount": -1})
     call("POST", deposits, f"/accounts/{a}/deposits", raw=b"nope")
     call("POST", deposits, f"/accounts/{b}/deposits", body={"amount": 2**63 - 1})
@@ -156,12 +156,12 @@ def test_real_responses_match_the_documented_schemas(api: LedgerClient) -> None:
     call("POST", "/transfers", "/transfers", body=move, headers=key)
     call("POST", "/transfers", "/transfers", body={**move, "amount": 61}, headers=key)
     call("POST", "/transfers", "/transfers", body={**move, "to_account": a})
-    call("POST", "/transfers", "/transfers", body={**move, "to_account": 999})
+    call("POST", "/transfers", "/transfers", body={**move, "to_account": UNKNOWN_ID})
     call("POST", "/transfers", "/transfers", body={**move, "amount": 10_000})
     call("POST", "/transfers", "/transfers", raw=b"{}")
     call("POST", "/transfers", "/transfers", raw=b"}")
     call("GET", "/accounts/{account_id}/transfers", f"/accounts/{a}/transfers")
-    call("GET", "/accounts/{account_id}/transfers", "/accounts/999/transfers")
+    call("GET", "/accounts/{account_id}/transfers", f"/accounts/{UNKNOWN_ID}/transfers")
     call("GET", "/health", "/health")
     call("GET", "/openapi.json", "/openapi.json")
 

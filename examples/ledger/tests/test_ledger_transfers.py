@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from ledger.testing import LedgerClient, error_code
+from ledger.testing import UNKNOWN_ID, LedgerClient, error_code
 
 MAX_CENTS = 2**63 - 1
 
@@ -59,7 +60,7 @@ def test_a_transfer_involving_an_unknown_account_is_not_found_and_changes_nothin
     api: LedgerClient, unknown_side: str
 ) -> None:
     alice = api.open_account(100)
-    body = {"from_account": alice, "to_account": alice, "amount": 10, unknown_side: 9999}
+    body = {"from_account": alice, "to_account": alice, "amount": 10, unknown_side: UNKNOWN_ID}
 
     response = api.post("/transfers", body)
 
@@ -81,35 +82,43 @@ def test_a_transfer_that_would_overflow_the_credited_balance_changes_nothing(
     assert (api.balance(rich), api.balance(full)) == (10, MAX_CENTS)
 
 
-INVALID_TRANSFERS: list[Any] = [
-    {"from_account": 1, "to_account": 2},
-    {"from_account": 1, "amount": 5},
-    {"to_account": 2, "amount": 5},
-    {"from_account": 1, "to_account": 2, "amount": 0},
-    {"from_account": 1, "to_account": 2, "amount": -1},
-    {"from_account": 1, "to_account": 2, "amount": True},
-    {"from_account": 1, "to_account": 2, "amount": 2.5},
-    {"from_account": 1, "to_account": 2, "amount": "5"},
-    {"from_account": 1, "to_account": 2, "amount": 2**63},
-    {"from_account": 1, "to_account": 2, "amount": 10**40},
-    {"from_account": True, "to_account": 2, "amount": 5},
-    {"from_account": 0, "to_account": 2, "amount": 5},
-    {"from_account": -1, "to_account": 2, "amount": 5},
-    {"from_account": "1", "to_account": 2, "amount": 5},
-    {"from_account": 1, "to_account": None, "amount": 5},
-    {"from_account": 1, "to_account": 2**64, "amount": 5},
-    {"from_account": 1, "to_account": 2, "amount": 5, "memo": "rent"},
+INVALID_TRANSFERS: list[Callable[[int, int], dict[str, Any]]] = [
+    lambda first, second: {"from_account": first, "to_account": second},
+    lambda first, second: {"from_account": first, "amount": 5},
+    lambda first, second: {"to_account": second, "amount": 5},
+    lambda first, second: {"from_account": first, "to_account": second, "amount": 0},
+    lambda first, second: {"from_account": first, "to_account": second, "amount": -1},
+    lambda first, second: {"from_account": first, "to_account": second, "amount": True},
+    lambda first, second: {"from_account": first, "to_account": second, "amount": 2.5},
+    lambda first, second: {"from_account": first, "to_account": second, "amount": "5"},
+    lambda first, second: {"from_account": first, "to_account": second, "amount": 2**63},
+    lambda first, second: {"from_account": first, "to_account": second, "amount": 10**40},
+    lambda first, second: {"from_account": True, "to_account": second, "amount": 5},
+    lambda first, second: {"from_account": 0, "to_account": second, "amount": 5},
+    lambda first, second: {"from_account": -1, "to_account": second, "amount": 5},
+    lambda first, second: {"from_account": str(first), "to_account": second, "amount": 5},
+    lambda first, second: {"from_account": first, "to_account": None, "amount": 5},
+    lambda first, second: {"from_account": first, "to_account": 2**64, "amount": 5},
+    lambda first, second: {
+        "from_account": first,
+        "to_account": second,
+        "amount": 5,
+        "memo": "rent",
+    },
 ]
+"""Bodies naming the test's two accounts, ``first`` and ``second``: ids keep growing from test
+to test, so they are only known once the accounts exist."""
 
 
-@pytest.mark.parametrize("body", INVALID_TRANSFERS)
+@pytest.mark.parametrize(
+    "body", INVALID_TRANSFERS, ids=[f"body{n}" for n in range(len(INVALID_TRANSFERS))]
+)
 def test_an_invalid_transfer_is_unprocessable_and_changes_nothing(
-    api: LedgerClient, body: dict[str, Any]
+    api: LedgerClient, body: Callable[[int, int], dict[str, Any]]
 ) -> None:
     first, second = api.open_account(100), api.open_account(100)
-    assert (first, second) == (1, 2)
 
-    response = api.post("/transfers", body)
+    response = api.post("/transfers", body(first, second))
 
     assert response.status_code == 422
     assert error_code(response) == "validation_error"
@@ -138,7 +147,7 @@ def test_an_account_without_transfers_lists_none(api: LedgerClient) -> None:
 
 
 def test_listing_transfers_of_an_unknown_account_is_not_found(api: LedgerClient) -> None:
-    response = api.get("/accounts/31337/transfers")
+    response = api.get(f"/accounts/{UNKNOWN_ID}/transfers")
 
     assert response.status_code == 404
     assert error_code(response) == "not_found"
