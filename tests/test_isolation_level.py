@@ -92,3 +92,29 @@ def test_a_serialization_failure_is_retried_until_both_units_commit(
     with db.unit_of_work(read_only=True):
         assert db.session.scalars(sa.select(Item.name)).one() == "counter-2"
     assert checked_out(db) == 0
+
+
+def test_an_engine_wide_isolation_level_survives_units_that_set_their_own(
+    backend_url: str, backend_name: str
+) -> None:
+    if backend_name != "postgresql":
+        pytest.skip("checks PostgreSQL's SHOW transaction_isolation")
+    db = Database(backend_url, engine_options={"isolation_level": "REPEATABLE READ"})
+
+    def level() -> str:
+        return str(db.session.execute(sa.text("SHOW transaction_isolation")).scalar_one())
+
+    for _ in range(2):
+        with db.unit_of_work(isolation_level="SERIALIZABLE", read_only=True):
+            assert level() == "serializable"
+        with db.unit_of_work():
+            assert level() == "repeatable read"
+            assert db.session.execute(sa.text("SHOW transaction_read_only")).scalar() == "off"
+    raw = db.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("SHOW transaction_read_only")
+        assert cursor.fetchone() == ("off",)
+    finally:
+        raw.close()
+    db.dispose()

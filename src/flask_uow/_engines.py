@@ -62,7 +62,11 @@ def _prepare(engine: sa.Engine) -> None:
     elif name in ("mysql", "mariadb"):
         event.listen(engine, "begin", _mysql_on_begin)
     elif name == "postgresql":
-        event.listen(engine, "begin", _postgresql_on_begin)
+        if engine.dialect.driver == "psycopg":
+            event.listen(engine, "begin", _psycopg_on_begin)
+            event.listen(engine, "checkin", _psycopg_on_checkin)
+        else:
+            event.listen(engine, "begin", _postgresql_on_begin)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -113,6 +117,61 @@ def _postgresql_on_begin(connection: Connection) -> None:
     modes = _transaction_modes(connection)
     if modes:
         connection.exec_driver_sql("SET TRANSACTION " + ", ".join(modes))
+
+
+def _psycopg_on_begin(connection: Connection) -> None:
+    # psycopg 3 puts READ ONLY and the isolation level into the BEGIN it sends with the
+    # first statement: no extra round trip. Only what a unit changed is put back, so an
+    # engine-wide isolation_level keeps working. If the driver refuses (its connection is
+    # broken), fall back to SQL, which SQLAlchemy reports as a lost connection.
+    options = connection.get_execution_options()
+    read_only = bool(options.get(READ_ONLY_OPTION))
+    level = options.get(ISOLATION_LEVEL_OPTION)
+    fairy = connection.connection
+    info = fairy.info
+    if not read_only and level is None and _CHANGED not in info:
+        return
+    driver_connection: Any = fairy.dbapi_connection
+    try:
+        changed = info.setdefault(_CHANGED, {})
+        if read_only or "read_only" in changed:
+            changed.setdefault("read_only", driver_connection.read_only)
+            driver_connection.read_only = True if read_only else changed.pop("read_only")
+        if level is not None or "isolation_level" in changed:
+            changed.setdefault("isolation_level", driver_connection.isolation_level)
+            driver_connection.isolation_level = (
+                _PSYCOPG_LEVELS[level] if level is not None else changed.pop("isolation_level")
+            )
+        if not changed:
+            del info[_CHANGED]
+    except Exception:
+        info.pop(_CHANGED, None)
+        _postgresql_on_begin(connection)
+
+
+def _psycopg_on_checkin(driver_connection: Any, record: ConnectionPoolEntry) -> None:
+    # Back in the pool: give the connection its own settings again, for whoever checks it
+    # out next without a unit (a raw DBAPI connection, say).
+    changed = record.info.pop(_CHANGED, None)
+    if not changed or driver_connection is None:
+        return
+    try:
+        for attribute, value in changed.items():
+            setattr(driver_connection, attribute, value)
+    except Exception:
+        record.invalidate()  # cannot be trusted with a unit's settings left on it
+
+
+_CHANGED = "flask_uow_changed"
+"""Key in a pooled connection's ``info``: driver attributes a unit changed, with old values."""
+
+_PSYCOPG_LEVELS = {
+    "READ UNCOMMITTED": 1,
+    "READ COMMITTED": 2,
+    "REPEATABLE READ": 3,
+    "SERIALIZABLE": 4,
+}
+"""psycopg.IsolationLevel values, by name."""
 
 
 def normalize_isolation_level(level: str) -> str:
