@@ -12,8 +12,9 @@ import re
 from .errors import ValidationError
 from .models import MAX_CENTS
 
-MAX_ID = 2**63 - 1
-"""Ids and amounts are signed 64-bit integers on every backend."""
+MAX_ID = 2**31 - 1
+"""Ids are INTEGER columns, signed 32-bit on every backend; a larger id cannot exist, and
+PostgreSQL would refuse to even compare with it. (Amounts are 64-bit: see ``MAX_CENTS``.)"""
 MAX_AMOUNT = MAX_CENTS
 NAME_MAX_LENGTH = 100
 EMAIL_MAX_LENGTH = 254

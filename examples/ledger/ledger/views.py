@@ -8,13 +8,13 @@ from __future__ import annotations
 from flask import Blueprint, request, url_for
 from flask.typing import ResponseReturnValue
 
-from . import openapi, schemas
+from . import openapi, rules, schemas
 from .services import accounts, customers, health, reports, transfers
 
 api = Blueprint("ledger", __name__)
 
 # Ids are signed 64-bit on every backend; larger ones in a URL are simply not found.
-ID = "int(max=9223372036854775807)"
+ID = f"int(max={rules.MAX_ID})"
 
 
 def _body() -> dict[str, object]:

@@ -1,0 +1,182 @@
+"""What every benchmark shares: scratch databases, round-robin timing, statistics, the machine."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import uuid
+from collections.abc import Iterator, Sequence
+from importlib import metadata
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+T = TypeVar("T")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+"""The repository root (the benchmarks run from here, so ``benchmarks`` is importable)."""
+
+POSTGRESQL_URL = os.environ.get(
+    "BENCH_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+"""A server where the benchmarks may create and drop scratch databases (superuser or CREATEDB)."""
+
+
+def rotated(items: Sequence[T], round_index: int) -> list[T]:
+    """``items`` rotated by ``round_index``: each contender goes first in turn, round by round."""
+    if not items:
+        return []
+    shift = round_index % len(items)
+    return [*items[shift:], *items[:shift]]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    """The median over rounds of ``a[i] / b[i]``: each round's pair ran side by side, so slow
+    stretches of a busy machine hit both sides of a pair alike."""
+    return median([x / y for x, y in zip(a, b, strict=True) if y])
+
+
+def fmt_ratio(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}x"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured Markdown table; the first column is left-aligned, the rest right."""
+    align = ["---", *["---:"] * (len(headers) - 1)]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# -- scratch databases ----------------------------------------------------------------------
+
+
+def _admin_engine(url: URL) -> sa.Engine:
+    return sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+
+
+def check_local(url: URL) -> None:
+    """Refuse any server but this machine's: the benchmarks create and drop databases."""
+    if url.host not in ("127.0.0.1", "localhost", None):
+        raise SystemExit(
+            f"benchmarks only run against a server on 127.0.0.1, not {url.host!r}; set "
+            "BENCH_POSTGRESQL_URL to a local server"
+        )
+
+
+@contextlib.contextmanager
+def scratch_postgresql(prefix: str = "flask_uow_bench") -> Iterator[URL]:
+    """Create a database of our own on the PostgreSQL server, yield its URL, drop it after."""
+    base = sa.make_url(POSTGRESQL_URL)
+    check_local(base)
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = _admin_engine(base)
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as error:
+        raise SystemExit(
+            f"cannot create a scratch database on {base.render_as_string()}: {error.orig}\n"
+            "Start PostgreSQL on 127.0.0.1:5432 or set BENCH_POSTGRESQL_URL."
+        ) from None
+    try:
+        yield base.set(database=name)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+# -- the machine ----------------------------------------------------------------------------
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def postgresql_version(url: URL | str) -> str:
+    engine = _admin_engine(sa.make_url(url))
+    try:
+        with engine.connect() as conn:
+            return str(conn.exec_driver_sql("SHOW server_version").scalar())
+    except sa.exc.SQLAlchemyError:
+        return "unreachable"
+    finally:
+        engine.dispose()
+
+
+def wrk_version() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return "not installed"
+    result = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
+    first = (result.stdout or result.stderr).splitlines()
+    return first[0].split(" Copyright")[0] if first else "unknown"
+
+
+def source_revision() -> str:
+    """The commit measured, and whether src/ or examples/ had uncommitted changes."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", ROOT, *args], capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown (not a git checkout)"
+    dirty = git("status", "--porcelain", "--", "src", "examples/ledger/ledger")
+    return commit + (" + uncommitted changes in src/ or the ledger" if dirty else "")
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import sqlite3
+
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "usable cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load average (1/5/15 min)": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "sqlalchemy": _version("SQLAlchemy"),
+        "flask": _version("Flask"),
+        "flask-sqlalchemy": _version("Flask-SQLAlchemy"),
+        "flask-uow": _version("flask-uow"),
+        "flask-uow revision": source_revision(),
+        "psycopg": _version("psycopg"),
+        "gunicorn": _version("gunicorn"),
+        "sqlite": sqlite3.sqlite_version,
+        "postgresql": postgresql_version(POSTGRESQL_URL),
+        "wrk": wrk_version(),
+    }

@@ -1,0 +1,745 @@
+"""HTTP benchmarks: the ledger (flask-uow) and its Flask-SQLAlchemy and bare-SQLAlchemy twins.
+
+Each app runs under gunicorn with the same settings, on one scratch PostgreSQL database
+seeded once, and ``wrk`` drives them in turn: for every endpoint and concurrency, round by
+round, each app goes first in turn, and the database is reset after every run that wrote.
+A second scenario holds a connection-starved pool: read, wait 50 ms on a simulated external
+service, write, with 5 connections and 64 clients, while a thread samples ``pg_stat_activity``.
+
+    python -m benchmarks.http [--quick] [--json FILE]
+
+wrk comes from Debian's ``wrk`` package; when it is missing and this runs as root on a system
+with apt-get, it is installed with ``apt-get install -y wrk``, otherwise the run stops and says
+how to install it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+if __name__ == "__main__" and not __package__:  # run as a file, this module shadows stdlib http
+    sys.exit("run it from the repository root as: python -m benchmarks.http")
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+
+from ledger.models import Account, Base, Customer, Transfer
+
+from . import costs
+from ._common import (
+    ROOT,
+    fmt_ratio,
+    markdown_table,
+    median,
+    paired_ratio,
+    rotated,
+    scratch_postgresql,
+)
+
+UOW = "flask-uow (ledger)"
+FSQLA = "Flask-SQLAlchemy"
+BARE = "bare SQLAlchemy"
+APPS = {
+    UOW: "benchmarks.peers.flask_uow_app:create_app()",
+    FSQLA: "benchmarks.peers.flask_sqlalchemy_app:create_app()",
+    BARE: "benchmarks.peers.sqlalchemy_app:create_app()",
+}
+"""Contender name -> gunicorn app spec."""
+APP_NAMES = {UOW: "bench-flask-uow", FSQLA: "bench-flask-sqlalchemy", BARE: "bench-sqlalchemy"}
+"""``application_name`` of each app's connections, to tell them apart in pg_stat_activity."""
+
+CUSTOMERS = 1000
+SEEDED_TRANSFERS = 10_000
+INITIAL_BALANCE = 10**12
+"""Cents in every account: no transfer of the benchmark ever runs out of money."""
+
+HOT_GUNICORN = ("-w", "2", "--threads", "8", "-k", "gthread")
+HOT_POOL_SIZE = 8
+"""One connection per gunicorn thread, no overflow: the hot endpoints never wait for the pool."""
+HOLD_GUNICORN = ("-w", "1", "--threads", "64", "-k", "gthread")
+HOLD_POOL_SIZE = 5
+HOLD_CLIENTS = 64
+CONCURRENCY = (1, 8, 32, 64)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    writes: bool
+    request_lua: str
+
+
+ENDPOINTS = (
+    Endpoint(
+        "GET /customers/<id>",
+        False,
+        'return wrk.format("GET", "/customers/" .. math.random(1, N))',
+    ),
+    Endpoint(
+        "POST /transfers",
+        True,
+        """local a = math.random(1, N)
+  local b = math.random(1, N - 1)
+  if b >= a then b = b + 1 end
+  local body = string.format(
+    '{"from_account": %d, "to_account": %d, "amount": %d}', a, b, math.random(1, 100))
+  return wrk.format("POST", "/transfers", {["Content-Type"] = "application/json"}, body)""",
+    ),
+    Endpoint(
+        "GET /accounts/<id>/transfers",
+        False,
+        'return wrk.format("GET", "/accounts/" .. math.random(1, N) .. "/transfers")',
+    ),
+    Endpoint("GET /bench/noop (no database)", False, 'return wrk.format("GET", "/bench/noop")'),
+)
+HOLD = Endpoint(
+    "POST /bench/hold/<id>",
+    True,
+    'return wrk.format("POST", "/bench/hold/" .. math.random(1, N))',
+)
+
+LUA = """-- written by benchmarks/http.py
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("seed", counter)
+end
+function init(args)
+  math.randomseed(os.time() + 7919 * (seed or 0))
+end
+N = %(n)d
+request = function()
+  %(request)s
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_RESULT {"requests": %%d, "duration_us": %%d, "connect": %%d, "read": %%d, ' ..
+    '"write": %%d, "status": %%d, "timeout": %%d, "p50_us": %%d, "p90_us": %%d, ' ..
+    '"p99_us": %%d, "max_us": %%d}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Settings:
+    rounds: int
+    seconds: int
+    """Length of one wrk run on a hot endpoint."""
+    warmup_seconds: int
+    hold_rounds: int
+    hold_seconds: int
+    warm_every_endpoint: bool
+    cost_requests: int
+    """Requests per endpoint and app for the counted costs."""
+
+
+FULL = Settings(
+    rounds=5,
+    seconds=4,
+    warmup_seconds=2,
+    hold_rounds=5,
+    hold_seconds=8,
+    warm_every_endpoint=True,
+    cost_requests=300,
+)
+QUICK = Settings(
+    rounds=1,
+    seconds=1,
+    warmup_seconds=1,
+    hold_rounds=1,
+    hold_seconds=3,
+    warm_every_endpoint=False,
+    cost_requests=60,
+)
+"""wrk takes whole seconds."""
+
+
+# -- wrk -------------------------------------------------------------------------------------
+
+
+def ensure_wrk(log: Callable[[str], None]) -> str:
+    """The path of wrk, installing Debian's package when root and apt-get can."""
+    wrk = shutil.which("wrk")
+    if wrk is not None:
+        return wrk
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        log("wrk is missing; installing Debian's package: apt-get update && apt-get install wrk")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)
+        wrk = shutil.which("wrk")
+        if wrk is not None:
+            return wrk
+    raise SystemExit(
+        "The HTTP benchmarks need wrk, the HTTP load generator. Install it with "
+        "'sudo apt-get install wrk' (Debian, Ubuntu) or 'brew install wrk' (macOS), "
+        "then run again."
+    )
+
+
+def run_wrk(wrk: str, base_url: str, script: str, connections: int, seconds: int) -> dict[str, Any]:
+    """One wrk run; requests/s, latency percentiles in ms and errors."""
+    command = [
+        wrk,
+        "-t",
+        str(min(2, connections)),
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        script,
+        base_url,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("WRK_RESULT "):
+            raw = json.loads(line.removeprefix("WRK_RESULT "))
+            break
+    else:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    seconds_run = raw["duration_us"] / 1e6
+    errors = sum(raw[k] for k in ("connect", "read", "write", "timeout"))
+    return {
+        "rps": raw["requests"] / seconds_run if seconds_run else 0.0,
+        "requests": raw["requests"],
+        "seconds": seconds_run,
+        "p50_ms": raw["p50_us"] / 1000,
+        "p90_ms": raw["p90_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000,
+        "errors": errors + raw["status"],
+        "non_2xx": raw["status"],
+        "socket_errors": errors,
+    }
+
+
+# -- the apps under gunicorn -----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """One app under gunicorn on 127.0.0.1, in its own process group."""
+
+    def __init__(
+        self, name: str, url: sa.URL, gunicorn: tuple[str, ...], pool_size: int, logs: str
+    ) -> None:
+        self.name = name
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = os.path.join(logs, f"{APP_NAMES[name]}-{self.port}.log")
+        env = {
+            **os.environ,
+            "BENCH_DATABASE_URL": url.render_as_string(hide_password=False),
+            "BENCH_POOL_SIZE": str(pool_size),
+            "BENCH_APP_NAME": APP_NAMES[name],
+            "PYTHONPATH": ROOT,
+        }
+        env.pop("DATABASE_URL", None)  # the ledger would prefer it to nothing; be explicit
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            *gunicorn,
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--chdir",
+            ROOT,
+            "--log-level",
+            "warning",
+            "--error-logfile",
+            self.log_path,
+            "--graceful-timeout",
+            "5",
+            APPS[name],
+        ]
+        self.command = command
+        self.process = subprocess.Popen(
+            command, env=env, start_new_session=True, stdout=subprocess.DEVNULL
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(self.base_url + "/bench/noop", timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not start; its log:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as log:
+                return "".join(log.readlines()[-30:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+@contextlib.contextmanager
+def servers(
+    url: sa.URL, gunicorn: tuple[str, ...], pool_size: int, logs: str
+) -> Iterator[dict[str, Server]]:
+    running: dict[str, Server] = {}
+    try:
+        for name in APPS:
+            running[name] = Server(name, url, gunicorn, pool_size, logs)
+        for server in running.values():
+            server.wait_ready()
+        yield running
+    finally:
+        for server in running.values():
+            server.stop()
+
+
+# -- data ------------------------------------------------------------------------------------
+
+
+def seed(engine: sa.Engine) -> None:
+    """1000 customers with an account each, and 10,000 past transfers between them."""
+    Base.metadata.create_all(engine)
+    rng = random.Random(2024)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(Customer),
+            [
+                {"name": f"Customer {i}", "email": f"customer{i}@example.com"}
+                for i in range(1, CUSTOMERS + 1)
+            ],
+        )
+        conn.execute(
+            sa.insert(Account),
+            [{"customer_id": i, "balance": INITIAL_BALANCE} for i in range(1, CUSTOMERS + 1)],
+        )
+        rows = []
+        for _ in range(SEEDED_TRANSFERS):
+            a, b = rng.sample(range(1, CUSTOMERS + 1), 2)
+            rows.append({"from_account_id": a, "to_account_id": b, "amount": rng.randint(1, 100)})
+        conn.execute(sa.insert(Transfer), rows)
+    vacuum(engine)
+
+
+def reset(engine: sa.Engine) -> None:
+    """Undo a run's writes: back to the seeded transfers and balances, tables vacuumed.
+
+    Requests still in flight when wrk stops are let finish first, and accounts are locked in
+    id order, as transfers lock them, so that the reset cannot deadlock with a straggler.
+    """
+    wait_until_quiet(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.delete(Transfer).where(Transfer.id > SEEDED_TRANSFERS))
+        locked = sa.select(Account.id).order_by(Account.id).with_for_update()
+        conn.execute(
+            sa.update(Account).where(Account.id.in_(locked)).values(balance=INITIAL_BALANCE)
+        )
+    vacuum(engine)
+
+
+def wait_until_quiet(engine: sa.Engine, timeout: float = 30.0) -> None:
+    """Wait until no app connection is running a statement or holding a transaction open."""
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name LIKE 'bench-%' AND state <> 'idle'"
+    )
+    deadline = time.monotonic() + timeout
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        while conn.execute(query).scalar() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def vacuum(engine: sa.Engine) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE accounts, transfers, customers")
+
+
+# -- pg_stat_activity ------------------------------------------------------------------------
+
+
+class ActivitySampler(threading.Thread):
+    """Counts one app's connections by state in pg_stat_activity every ``interval`` seconds."""
+
+    QUERY = (
+        "SELECT count(*) FILTER (WHERE state = 'active'), "
+        "count(*) FILTER (WHERE state LIKE 'idle in transaction%%') "
+        "FROM pg_stat_activity WHERE datname = %s AND application_name = %s"
+    )
+
+    def __init__(self, url: sa.URL, application_name: str, interval: float = 0.01) -> None:
+        super().__init__(daemon=True)
+        self.conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.database = url.database
+        self.application_name = application_name
+        self.interval = interval
+        self.samples: list[tuple[int, int]] = []
+        self.stopping = threading.Event()
+        self.started_at = self.stopped_at = 0.0
+
+    def run(self) -> None:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            self.started_at = time.monotonic()
+            while not self.stopping.is_set():
+                row = conn.execute(self.QUERY, (self.database, self.application_name)).fetchone()
+                assert row is not None
+                self.samples.append((int(row[0]), int(row[1])))
+                self.stopping.wait(self.interval)
+            self.stopped_at = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        self.stopping.set()
+        self.join()
+        in_use = [active + idle for active, idle in self.samples]
+        idle = [idle for _, idle in self.samples]
+        seconds = self.stopped_at - self.started_at
+        return {
+            "samples": len(self.samples),
+            "sample_interval_ms": 1000 * seconds / len(self.samples) if self.samples else 0.0,
+            "peak_in_use": max(in_use, default=0),
+            "mean_in_use": sum(in_use) / len(in_use) if in_use else 0.0,
+            "mean_idle_in_transaction": sum(idle) / len(idle) if idle else 0.0,
+            "idle_in_transaction_share": sum(idle) / sum(in_use) if sum(in_use) else 0.0,
+            "idle_in_transaction_connection_seconds": (sum(idle) / len(idle) if idle else 0.0)
+            * seconds,
+        }
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def run(settings: Settings, *, log: Callable[[str], None]) -> dict[str, Any]:
+    started = time.monotonic()
+    say = log
+    log = lambda line: say(f"[{time.monotonic() - started:6.1f}s] {line}")  # noqa: E731
+    wrk = ensure_wrk(log)
+    results: dict[str, Any] = {
+        "settings": settings.__dict__,
+        "hot_gunicorn": " ".join(HOT_GUNICORN),
+        "hot_pool_size": HOT_POOL_SIZE,
+        "hold_gunicorn": " ".join(HOLD_GUNICORN),
+        "hold_pool_size": HOLD_POOL_SIZE,
+        "hold_clients": HOLD_CLIENTS,
+        "hot": {},
+        "hold": {},
+    }
+    with (
+        scratch_postgresql() as url,
+        tempfile.TemporaryDirectory(prefix="flask_uow_bench_http_") as work,
+    ):
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        log(f"http: seeding {url.database}")
+        seed(engine)
+        scripts = {}
+        for endpoint in (*ENDPOINTS, HOLD):
+            path = os.path.join(work, f"{len(scripts)}.lua")
+            with open(path, "w", encoding="utf-8") as script:
+                script.write(LUA % {"n": CUSTOMERS, "request": endpoint.request_lua})
+            scripts[endpoint.name] = path
+
+        log("http: per-request costs, counted in process")
+        results["costs"] = costs.measure(
+            APPS,
+            [e.name for e in ENDPOINTS],
+            url,
+            requests=settings.cost_requests,
+            customers=CUSTOMERS,
+        )
+        reset(engine)
+
+        log(f"http: hot endpoints, gunicorn {' '.join(HOT_GUNICORN)}, pool {HOT_POOL_SIZE}")
+        turn = 0
+        with servers(url, HOT_GUNICORN, HOT_POOL_SIZE, work) as running:
+            for endpoint in ENDPOINTS:
+                log(f"  {endpoint.name}")
+                script = scripts[endpoint.name]
+                if settings.warm_every_endpoint or endpoint is ENDPOINTS[0]:
+                    for server in running.values():  # warm up, filling every pool
+                        run_wrk(wrk, server.base_url, script, 64, settings.warmup_seconds)
+                if endpoint.writes:
+                    reset(engine)
+                cells: dict[int, dict[str, list[dict[str, Any]]]] = {}
+                for connections in CONCURRENCY:
+                    cells[connections] = {name: [] for name in APPS}
+                    for _ in range(settings.rounds):
+                        for name in rotated(list(APPS), turn):
+                            server = running[name]
+                            outcome = run_wrk(
+                                wrk, server.base_url, script, connections, settings.seconds
+                            )
+                            cells[connections][name].append(outcome)
+                            if endpoint.writes:
+                                reset(engine)
+                        turn += 1
+                results["hot"][endpoint.name] = cells
+                _check_errors(endpoint.name, cells, running, log)
+
+        log(
+            f"http: connection hold, gunicorn {' '.join(HOLD_GUNICORN)}, pool {HOLD_POOL_SIZE}, "
+            f"{HOLD_CLIENTS} clients"
+        )
+        with servers(url, HOLD_GUNICORN, HOLD_POOL_SIZE, work) as running:
+            script = scripts[HOLD.name]
+            for server in running.values():
+                run_wrk(wrk, server.base_url, script, HOLD_CLIENTS, settings.warmup_seconds)
+            reset(engine)
+            hold: dict[str, list[dict[str, Any]]] = {name: [] for name in APPS}
+            for round_index in range(settings.hold_rounds):
+                for name in rotated(list(APPS), round_index):
+                    sampler = ActivitySampler(url, APP_NAMES[name])
+                    sampler.start()
+                    outcome = run_wrk(
+                        wrk, running[name].base_url, script, HOLD_CLIENTS, settings.hold_seconds
+                    )
+                    outcome.update(sampler.stop())
+                    hold[name].append(outcome)
+                    reset(engine)
+            results["hold"] = hold
+            _check_errors(HOLD.name, {HOLD_CLIENTS: hold}, running, log)
+        engine.dispose()
+    return results
+
+
+def _check_errors(
+    endpoint: str,
+    cells: dict[int, dict[str, list[dict[str, Any]]]],
+    running: dict[str, Server],
+    log: Callable[[str], None],
+) -> None:
+    for connections, by_app in cells.items():
+        for name, outcomes in by_app.items():
+            errors = sum(o["errors"] for o in outcomes)
+            if errors:
+                log(
+                    f"  ! {name}: {errors} errors on {endpoint} at {connections} connections; "
+                    f"server log:\n{running[name].log_tail()}"
+                )
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def _m(outcomes: list[dict[str, Any]], key: str) -> float:
+    return median([o[key] for o in outcomes])
+
+
+def _paired(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str = "rps") -> float:
+    return paired_ratio([o[key] for o in a], [o[key] for o in b])
+
+
+def _range(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str = "rps") -> str:
+    """The lowest and highest per-round ratio: how far round-to-round noise moves it."""
+    ratios = [x[key] / y[key] for x, y in zip(a, b, strict=True) if y[key]]
+    if len(ratios) < 2:
+        return ""
+    return f" ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def hot_table(endpoint: str, cells: dict[int, dict[str, list[dict[str, Any]]]]) -> str:
+    rows = []
+    for connections, by_app in sorted(cells.items(), key=lambda kv: int(kv[0])):
+        u, f, b = by_app[UOW], by_app[FSQLA], by_app[BARE]
+        rows.append(
+            [
+                str(connections),
+                f"{_m(u, 'rps'):.0f}",
+                f"{_m(f, 'rps'):.0f}",
+                f"{_m(b, 'rps'):.0f}",
+                fmt_ratio(_paired(u, f)) + _range(u, f),
+                fmt_ratio(_paired(u, b)) + _range(u, b),
+                " / ".join(f"{_m(x, 'p50_ms'):.1f}" for x in (u, f, b)),
+                " / ".join(f"{_m(x, 'p99_ms'):.1f}" for x in (u, f, b)),
+                " / ".join(str(sum(o["errors"] for o in x)) for x in (u, f, b)),
+            ]
+        )
+    return markdown_table(
+        [
+            f"`{endpoint}`: clients",
+            f"{UOW} req/s",
+            f"{FSQLA} req/s",
+            f"{BARE} req/s",
+            "flask-uow / Flask-SQLAlchemy (range over rounds)",
+            "flask-uow / bare (range)",
+            "p50 ms (uow / FSA / bare)",
+            "p99 ms (uow / FSA / bare)",
+            "errors (uow / FSA / bare)",
+        ],
+        rows,
+    )
+
+
+def idle_ms_per_request(outcomes: list[dict[str, Any]]) -> float:
+    """Median over runs of idle-in-transaction connection time per request, in ms."""
+    return median(
+        [
+            1000 * o["idle_in_transaction_connection_seconds"] / max(1, o["requests"])
+            for o in outcomes
+        ]
+    )
+
+
+def hold_table(hold: dict[str, list[dict[str, Any]]]) -> str:
+    rows = []
+    for name in APPS:
+        outcomes = hold[name]
+        rows.append(
+            [
+                name,
+                f"{_m(outcomes, 'rps'):.0f}",
+                fmt_ratio(_paired(hold[UOW], outcomes)) if name != UOW else "-",
+                f"{_m(outcomes, 'p50_ms'):.0f}",
+                f"{_m(outcomes, 'p99_ms'):.0f}",
+                f"{max(o['peak_in_use'] for o in outcomes)}",
+                f"{_m(outcomes, 'mean_in_use'):.2f}",
+                f"{_m(outcomes, 'mean_idle_in_transaction'):.2f}",
+                f"{_m(outcomes, 'idle_in_transaction_share'):.1%}",
+                f"{idle_ms_per_request(outcomes):.2f}",
+                str(sum(o["errors"] for o in outcomes)),
+            ]
+        )
+    return markdown_table(
+        [
+            "app",
+            "req/s",
+            "flask-uow / this app",
+            "p50 ms",
+            "p99 ms",
+            "peak connections in use",
+            "mean connections in use",
+            "mean idle in transaction",
+            "idle-in-transaction share of in-use time",
+            "idle-in-transaction ms per request",
+            "errors",
+        ],
+        rows,
+    )
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    verdicts = []
+    for endpoint, cells in results["hot"].items():
+        if "noop" in endpoint:
+            continue
+        for connections, by_app in sorted(cells.items(), key=lambda kv: int(kv[0])):
+            u, f, b = by_app[UOW], by_app[FSQLA], by_app[BARE]
+            vs_f, vs_b = _paired(u, f), _paired(u, b)
+            verdicts.append(
+                (
+                    f"`{endpoint}`, c={connections}",
+                    f">= Flask-SQLAlchemy ({vs_f:.2f}x{_range(u, f)})",
+                    vs_f >= 1.0,
+                )
+            )
+            verdicts.append(
+                (
+                    f"`{endpoint}`, c={connections}",
+                    f"within 10% of bare ({vs_b:.2f}x{_range(u, b)})",
+                    vs_b >= 0.9,
+                )
+            )
+    hold = results["hold"]
+    if hold:
+        vs_f = _paired(hold[UOW], hold[FSQLA])
+        verdicts.append(
+            (
+                "connection hold",
+                f">= 3x Flask-SQLAlchemy ({vs_f:.2f}x{_range(hold[UOW], hold[FSQLA])})",
+                vs_f >= 3.0,
+            )
+        )
+        uow_ms, fsqla_ms = idle_ms_per_request(hold[UOW]), idle_ms_per_request(hold[FSQLA])
+        verdicts.append(
+            (
+                "connection hold",
+                f"near-zero idle in transaction ({uow_ms:.1f} ms per request against "
+                f"Flask-SQLAlchemy's {fsqla_ms:.1f}; met when under 10% of the 50 ms wait)",
+                uow_ms < 5.0,
+            )
+        )
+    return verdicts
+
+
+def markdown(results: dict[str, Any]) -> str:
+    parts = []
+    if results.get("costs"):
+        parts.append(
+            "#### Per-request cost, counted (Flask test client in one process, cProfile and "
+            "engine events; no timing, so no noise)\n"
+        )
+        parts.append(costs.markdown(results["costs"], FSQLA))
+        parts.append("")
+    for endpoint, cells in results["hot"].items():
+        parts.append(hot_table(endpoint, cells))
+        parts.append("")
+    if results["hold"]:
+        parts.append(
+            "#### Connection hold: read, wait 50 ms, write; "
+            f"pool size {results['hold_pool_size']}, {results['hold_clients']} clients, "
+            f"gunicorn `{results['hold_gunicorn']}`\n"
+        )
+        parts.append(hold_table(results["hold"]))
+        parts.append("")
+    parts.append("#### Targets (issue #5)\n")
+    parts.append(
+        markdown_table(
+            ["where", "target (measured)", "verdict"],
+            [(w, t, "met" if ok else "**missed**") for w, t, ok in targets(results)],
+        )
+    )
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one short round per cell")
+    parser.add_argument("--json", help="also write the raw results to this file")
+    args = parser.parse_args(argv)
+    results = run(
+        QUICK if args.quick else FULL, log=lambda s: print(s, file=sys.stderr, flush=True)
+    )
+    print(markdown(results))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(results, out, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""Settings the benchmark harness hands to every app through the environment."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+HOLD_SECONDS = 0.05
+"""How long ``/bench/hold`` waits on its simulated external service."""
+
+
+def database_url() -> str:
+    try:
+        return os.environ["BENCH_DATABASE_URL"]
+    except KeyError:
+        raise RuntimeError(
+            "BENCH_DATABASE_URL is not set; the apps in benchmarks.peers are started by "
+            "benchmarks/http.py, which creates a scratch database and sets it"
+        ) from None
+
+
+def engine_options() -> dict[str, Any]:
+    """Pool settings, identical for every app; ``application_name`` tells the apps apart in
+    ``pg_stat_activity``."""
+    return {
+        "pool_size": int(os.environ.get("BENCH_POOL_SIZE", "8")),
+        "max_overflow": 0,
+        "pool_timeout": 30,
+        "connect_args": {"application_name": os.environ.get("BENCH_APP_NAME", "bench")},
+    }

@@ -1,0 +1,284 @@
+"""Run every benchmark, then write BENCHMARKS.md and the plots (``make bench``).
+
+    python benchmarks/run_all.py            # full run: BENCHMARKS.md and docs/img/*.png
+    python benchmarks/run_all.py --quick    # under 3 minutes: build/bench-quick/
+
+Needs PostgreSQL on 127.0.0.1 (``BENCH_POSTGRESQL_URL``, default
+``postgresql+psycopg://postgres@127.0.0.1:5432/test``; scratch databases are created and
+dropped) and wrk (installed with apt-get when missing and running as root).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Run as a file, this directory comes first on sys.path, where benchmarks/http.py would shadow
+# the standard library's http; import the benchmarks as a package from the repository root.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+from benchmarks import http, overhead, plots  # noqa: E402
+from benchmarks._common import ROOT, machine, markdown_table  # noqa: E402
+
+
+def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (make bench-quick)")
+    parser.add_argument(
+        "--out",
+        help="directory for BENCHMARKS.md (default: the repository root; with --quick, "
+        "build/bench-quick); plots go to docs/img/ beside it, or img/ in --quick mode",
+    )
+    parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument(
+        "--from-json",
+        metavar="FILE",
+        help="measure nothing: render BENCHMARKS.md and the plots again from the raw results "
+        "an earlier run saved (build/bench/results.json)",
+    )
+    args = parser.parse_args(argv)
+
+    quick = args.quick
+    out = args.out or (os.path.join(ROOT, "build", "bench-quick") if quick else ROOT)
+    img = os.path.join(out, "img") if quick else os.path.join(out, "docs", "img")
+    raw = os.path.join(ROOT, "build", "bench-quick" if quick else "bench")
+    os.makedirs(out, exist_ok=True)
+    os.makedirs(raw, exist_ok=True)
+    command = "make bench-quick" if quick else "make bench"
+
+    if args.from_json:
+        with open(args.from_json, encoding="utf-8") as saved:
+            results = _int_keys(json.load(saved))
+        return write_outputs(results, out, img, command)
+
+    started = time.monotonic()
+    when = datetime.datetime.now(datetime.UTC)
+    about = machine()
+    log(
+        f"{command}: {about['cpu']}, {about['cores']} cores, "
+        f"load {about['load average (1/5/15 min)']}"
+    )
+    results: dict[str, Any] = {"machine": about, "quick": quick, "started": when.isoformat()}
+    if not args.skip_overhead:
+        results["overhead"] = overhead.run(overhead.QUICK if quick else overhead.FULL, log=log)
+    if not args.skip_http:
+        results["http"] = http.run(http.QUICK if quick else http.FULL, log=log)
+    elapsed = time.monotonic() - started
+    results["elapsed_seconds"] = elapsed
+    results["load_after"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+    raw_path = os.path.join(raw, "results.json")
+    with open(raw_path, "w", encoding="utf-8") as dump:
+        json.dump(results, dump, indent=1, default=str)
+
+    log(f"raw results in {raw_path}; total {elapsed:.0f} s")
+    return write_outputs(results, out, img, command)
+
+
+def _int_keys(value: Any) -> Any:
+    """JSON turned the integer keys (depths, thread counts, concurrency) into strings."""
+    if isinstance(value, dict):
+        return {int(k) if k.isdigit() else k: _int_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_int_keys(v) for v in value]
+    return value
+
+
+def write_outputs(results: dict[str, Any], out: str, img: str, command: str) -> int:
+    """BENCHMARKS.md in ``out`` and the plots in ``img``, from a run's results."""
+    about = results["machine"]
+    images: dict[str, str] = {}
+    if "http" in results:
+        subtitle = f"{about['cpu']}, {about['cores']} cores; {results['started'][:10]}; {command}"
+        images = plots.http_plots(results["http"], img, subtitle)
+    report = render(results, images, out, command)
+    path = os.path.join(out, "BENCHMARKS.md")
+    with open(path, "w", encoding="utf-8") as md:
+        md.write(report)
+    log(f"wrote {path}, {', '.join(images.values()) or 'no plots'}")
+    return 0
+
+
+def render(results: dict[str, Any], images: dict[str, str], out: str, command: str) -> str:
+    about = results["machine"]
+    quick = results["quick"]
+    parts = [
+        "# Benchmarks",
+        "",
+        f"Generated by `{command}` (`.venv/bin/python benchmarks/run_all.py"
+        f"{' --quick' if quick else ''}`) on {results['started'][:16].replace('T', ' ')} UTC, "
+        f"in {results['elapsed_seconds'] / 60:.1f} minutes."
+        + (
+            " **Quick mode: one short round per cell, for checking the harness only.**"
+            if quick
+            else ""
+        ),
+        "",
+        "Every comparison below ran side by side in one run on one machine that had other work "
+        "running: the contenders take turns round by round (each going first in turn), tables "
+        "give medians over rounds, and ratios are the median of the per-round ratios (each "
+        "round's pair ran seconds apart). Read the ratios; absolute numbers only describe this "
+        "machine at that moment.",
+        "",
+        "## Machine",
+        "",
+        markdown_table(
+            ["", ""],
+            [
+                *((k, v) for k, v in about.items()),
+                ("load average after the run", results.get("load_after", "?")),
+            ],
+        ),
+        "",
+    ]
+    if "overhead" in results:
+        ov = results["overhead"]
+        settings = ov["settings"]
+        parts += [
+            "## 1. What a unit of work costs (issue #2): `benchmarks/overhead.py`",
+            "",
+            f"`python -m benchmarks.overhead{' --quick' if quick else ''}`. One engine (one "
+            "pool) per backend shared by every contender, all inside one pushed Flask app "
+            "context; each round times a chunk of calls of each contender with "
+            f"`time.perf_counter_ns` (about {settings['chunk_seconds'] * 1000:.0f} ms of calls "
+            f"per chunk, {settings['rounds']} rounds; sweeps {settings['sweep_rounds']} "
+            "rounds). Contenders:",
+            "",
+            "- **bare SQLAlchemy**: `with Session(engine) as s, s.begin(): ...`",
+            "- **flask-uow**: `with db.unit_of_work(): db.session...`, the `Database` registered "
+            "with the Flask app (`init_app`) as in a real app",
+            "- **flask-uow, no Flask app**: the same with `Database(url)` used outside Flask",
+            "- **Flask-SQLAlchemy**: `db.session...; db.session.commit(); db.session.remove()`",
+            "- on SQLite, **bare SQLAlchemy, BEGIN IMMEDIATE**: bare with the write lock taken "
+            "up front, as flask-uow does for read-write units on SQLite; on PostgreSQL, **bare "
+            "SQLAlchemy, postgresql_readonly=True**: a read-only transaction done by hand",
+            "",
+            "Operations: an empty unit; a unit with one primary-key `session.get` (row "
+            "`i % 1000 + 1`); one insert-and-commit. Nesting: an outermost unit with depth - 1 "
+            "units inside it, each in its own function call (bare SQLAlchemy passes its session "
+            "down, or opens `begin_nested()` for NESTED). Threads: each thread runs primary-key "
+            "units, wall time divided by all units. Hooks: an empty unit registering k "
+            "`on_commit` callbacks (bare: a list of callbacks called after the block).",
+            "",
+            overhead.markdown(ov),
+        ]
+    if "http" in results:
+        ht = results["http"]
+        settings = ht["settings"]
+        rel = {k: os.path.relpath(v, out) for k, v in images.items()}
+        parts += [
+            "## 2. HTTP (issue #5): `benchmarks/http.py`",
+            "",
+            f"`python -m benchmarks.http{' --quick' if quick else ''}`. The contenders "
+            "(`benchmarks/peers/`):",
+            "",
+            "- **flask-uow (ledger)**: the real ledger app (`ledger.app.create_app`), its views "
+            "and services untouched, plus a `bench` blueprint (`/bench/noop`, `/bench/hold`);",
+            "- **Flask-SQLAlchemy**: the same endpoints with `db.session` and `commit()` in the "
+            "view;",
+            "- **bare SQLAlchemy**: the same endpoints with a `Session` per request opened by "
+            "hand (`with sessions() as s:` to read, `with sessions.begin() as s:` to write).",
+            "",
+            "The twins use the ledger's models, request parsing, JSON shapes and error handlers, "
+            "and send the same SQL in the same order (a transfer locks both accounts with "
+            "`SELECT ... FOR UPDATE` in id order, checks the balance, updates both and inserts "
+            "the transfer), so that only transaction handling differs. One difference is the "
+            "ledger's own choice: it reads in `read_only=True` units.",
+            "",
+            f"Each app runs under gunicorn `{ht['hot_gunicorn']}` on 127.0.0.1 with a pool of "
+            f"{ht['hot_pool_size']} connections per worker and no overflow (one per thread), "
+            "all three at once against one scratch PostgreSQL database seeded once with 1000 "
+            "customers (one account each, all with the same balance) and 10,000 transfers. "
+            f"wrk (`-t min(2, c) -c c -d {settings['seconds']}s`, random customer or account "
+            "ids, random transfer pairs) drives one app at a time: for each endpoint and "
+            f"concurrency, {settings['rounds']} round(s), each app first in turn; after every "
+            "run that wrote, the database is reset to the seed (extra transfers deleted, "
+            "balances restored, `VACUUM ANALYZE`). Each endpoint starts with a "
+            f"{settings['warmup_seconds']} s warm-up of every app at 64 connections. Errors "
+            "count socket errors, timeouts and non-2xx answers. wrk, gunicorn and PostgreSQL "
+            "share the machine's cores.",
+            "",
+        ]
+        if "rps" in rel:
+            parts += [f"![Throughput by concurrency]({rel['rps']})", ""]
+        if "p99_ms" in rel:
+            parts += [f"![p99 latency by concurrency]({rel['p99_ms']})", ""]
+        parts += [
+            "Connection hold: `POST /bench/hold/<id>` reads the account, sleeps 50 ms (a "
+            "simulated external call), then deposits 1 cent with `SELECT ... FOR UPDATE`. "
+            "flask-uow: the ledger's `get_account` (a read-only unit) and `deposit` (a "
+            "read-write unit), nothing open during the wait; Flask-SQLAlchemy: `db.session` "
+            "throughout, `commit()` at the end; bare SQLAlchemy: one `sessions.begin()` block "
+            f"throughout. Gunicorn `{ht['hold_gunicorn']}` (one process, so the pool of "
+            f"{ht['hold_pool_size']} is all the connections an app has), {ht['hold_clients']} "
+            f"wrk connections for {settings['hold_seconds']} s, {settings['hold_rounds']} "
+            "round(s). A thread samples `pg_stat_activity` for the app's connections (by "
+            "`application_name`) about every 10 ms: in use = `active` + `idle in transaction`.",
+            "",
+        ]
+        if "hold" in rel:
+            parts += [f"![Connection hold]({rel['hold']})", ""]
+        parts += [http.markdown(ht)]
+    parts += closing_note(results)
+    return "\n".join(parts) + "\n"
+
+
+def closing_note(results: dict[str, Any]) -> list[str]:
+    lines = ["## Closing note", ""]
+    missed = []
+    met = []
+    if "overhead" in results:
+        for backend, what, ok in overhead.targets(results["overhead"]):
+            (met if ok else missed).append(f"overhead, {backend}: {what}")
+    if "http" in results:
+        for where, what, ok in http.targets(results["http"]):
+            (met if ok else missed).append(f"HTTP, {where}: {what}")
+    lines.append(f"Targets met: {len(met)} of {len(met) + len(missed)}.")
+    lines.append("")
+    if missed:
+        lines.append("Missed:")
+        lines.append("")
+        lines += [f"- {m}" for m in missed]
+        lines.append("")
+    lines += [
+        "What explains the gaps that recur from run to run (see the tables above):",
+        "",
+        "- **Read-only units on PostgreSQL pay one more round trip.** flask-uow makes a unit "
+        "read-only with `SET TRANSACTION READ ONLY` in a `begin` listener, sent after psycopg's "
+        "own `BEGIN`; bare SQLAlchemy with `postgresql_readonly=True` gets `BEGIN READ ONLY` "
+        "in one statement. The ledger reads in read-only units, so its GET endpoints send one "
+        "statement more than the twins and make about 10% more Python calls (table *per-request "
+        "cost, counted*); the table *read-only unit* in part 1 times it. `POST /transfers`, a "
+        "read-write unit, costs the same as its twins in calls and statements.",
+        "- **Read-write units on SQLite take the write lock up front** (`BEGIN IMMEDIATE`), so "
+        "a read in a read-write unit serialises with other writers: compare with the *bare "
+        "SQLAlchemy, BEGIN IMMEDIATE* column, and read in `read_only=True` units.",
+        "- **Idle in transaction, connection hold**: flask-uow holds no transaction during the "
+        "wait; what remains is the time between statements inside its two units (Python "
+        "work, and on a saturated single process the wait for the GIL), which every app has "
+        "on top of its own waiting.",
+        "- **Noise**: with other work on the machine (see the load averages above), per-round "
+        "ratios of one HTTP cell can range from 0.5x to 2x (the ranges in brackets); a median "
+        "whose range straddles the target is a tie, not a verdict. The counted per-request "
+        "costs do not depend on load: where the apps send the same statements and make the "
+        "same number of calls, a throughput gap is noise.",
+        "",
+    ]
+    return lines
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
