@@ -34,16 +34,24 @@ def admin_engine(url: str | URL) -> sa.Engine:
 
 
 class Background:
-    """Call ``step()`` in a daemon thread, pausing ``pause()`` seconds between calls, until the
-    block ends or ``seconds`` have passed. An exception in ``step`` stops the loop and is
-    re-raised when the block ends, so a broken injector fails its test instead of hiding."""
+    """Call ``step()`` in a daemon thread, pausing ``pause()`` seconds before each call (``first``
+    seconds before the first one), until the block ends or ``seconds`` have passed. An exception
+    in ``step`` stops the loop and is re-raised when the block ends, so a broken injector fails
+    its test instead of hiding."""
 
     def __init__(
-        self, name: str, step: Callable[[], object], *, pause: Callable[[], float], seconds: float
+        self,
+        name: str,
+        step: Callable[[], object],
+        *,
+        pause: Callable[[], float],
+        seconds: float,
+        first: float = 0.05,
     ) -> None:
         self.steps = 0
         self._step = step
         self._pause = pause
+        self._first = first
         self._seconds = seconds
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -51,7 +59,9 @@ class Background:
 
     def _run(self) -> None:
         deadline = time.monotonic() + self._seconds
-        while not self._stop.wait(self._pause()) and time.monotonic() < deadline:
+        pause = self._first
+        while not self._stop.wait(pause) and time.monotonic() < deadline:
+            pause = self._pause()
             try:
                 self._step()
             except BaseException as error:  # kept and re-raised in the test's thread
@@ -220,14 +230,14 @@ def open_transactions(
     """
     backend = backend_of(admin_url)
     if backend == "sqlite":
-        conn = sqlite3.connect(sqlite_path(admin_url), timeout=0, isolation_level=None)
+        probe = sqlite3.connect(sqlite_path(admin_url), timeout=0, isolation_level=None)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
         except sqlite3.OperationalError:
             return 1
         finally:
-            conn.close()
+            probe.close()
         return 0
     engine = admin_engine(admin_url)
     try:
@@ -251,6 +261,13 @@ def open_transactions(
             return int(conn.execute(sa.text(query), params).scalar_one())
     finally:
         engine.dispose()
+
+
+def checked_out(engine: sa.Engine) -> int:
+    """Connections of the engine's pool that are checked out right now."""
+    pool = engine.pool
+    assert isinstance(pool, sa.pool.QueuePool), f"expected a QueuePool, got {pool!r}"
+    return pool.checkedout()
 
 
 def server_version(url: str | URL) -> str:
@@ -292,17 +309,17 @@ def classify(error: BaseException, *, disconnect: bool = False) -> str:
     """A short name for a driver error: disconnect, serialization_failure, deadlock, ..."""
     if disconnect:
         return "disconnect"
+    args = getattr(error, "args", ())
+    code = args[0] if args and isinstance(args[0], int) else None
+    if code == 1213:  # MySQL and MariaDB report it with SQLSTATE 40001 too
+        return "deadlock"
+    if code == 1205:
+        return "lock_wait_timeout"
     sqlstate = getattr(error, "sqlstate", None)
     if sqlstate == "40001":
         return "serialization_failure"
     if sqlstate == "40P01":
         return "deadlock"
-    args = getattr(error, "args", ())
-    code = args[0] if args and isinstance(args[0], int) else None
-    if code == 1213:
-        return "deadlock"
-    if code == 1205:
-        return "lock_wait_timeout"
     if "database is locked" in str(error):
         return "sqlite_locked"
     return type(error).__name__

@@ -3,10 +3,15 @@ ledger apps on it, and the figures each test records for ``RELIABILITY.md``."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
+import logging
 import os
 import secrets
+import threading
+import traceback
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +23,7 @@ from flask import Flask
 
 from ledger.app import create_app
 from ledger.database import db
+from ledger.models import Base
 from ledger.notifications import outbox
 
 from ._faults import admin_engine
@@ -103,25 +109,41 @@ def ledger_app() -> Iterator[LedgerFactory]:
 
     Tables are dropped and every engine disposed at the end; the outbox is cleared.
     """
-    apps: list[Flask] = []
+    apps: list[tuple[Flask, str | None]] = []
 
-    def make(url: str, *, engine_options: Mapping[str, Any] | None = None) -> Flask:
-        app = create_app({"UOW_DATABASE_URL": url, "UOW_ENGINE_OPTIONS": dict(engine_options or {})})
+    def make(
+        url: str,
+        *,
+        engine_options: Mapping[str, Any] | None = None,
+        admin_url: str | None = None,
+    ) -> Flask:
+        """``admin_url``: drop the tables through it at the end (when ``url`` may be gone)."""
+        app: Flask = create_app(
+            {"UOW_DATABASE_URL": url, "UOW_ENGINE_OPTIONS": dict(engine_options or {})}
+        )
         with app.app_context():
             db.drop_all()
             db.create_all()
-        apps.append(app)
+        apps.append((app, admin_url))
         return app
 
     outbox.clear()
     yield make
     outbox.clear()
-    for app in apps:
+    for app, admin_url in apps:
         with app.app_context():
-            try:
-                db.drop_all()
-            finally:
-                db.dispose()
+            db.dispose()  # the pool may hold connections that a test killed
+            if admin_url is None:
+                try:
+                    db.drop_all()
+                finally:
+                    db.dispose()
+                continue
+        engine = admin_engine(admin_url)
+        try:
+            Base.metadata.drop_all(engine)
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture
@@ -136,3 +158,78 @@ def figures(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     name = hashlib.sha1(nodeid.encode()).hexdigest()[:16] + ".json"
     document = {"test": nodeid, "mode": MODE, "figures": recorded}
     Path(directory, name).write_text(json.dumps(document, indent=2, sort_keys=True, default=str))
+
+
+LOGGERS = ("flask_uow", "sqlalchemy", "ledger", "werkzeug")
+"""The loggers whose records ``logs`` takes over from pytest's capture."""
+
+
+class LogRecorder(logging.Handler):
+    """Keeps log records, with their tracebacks rendered to plain text at once.
+
+    Records never reach pytest's capture handler, which would format them in the thread that
+    logs: on Python 3.11 formatting a traceback calls ``ast.parse``, whose recursion counter is
+    not thread-safe, and many threads logging tracebacks at once can corrupt it
+    (CPython gh-106905: "SystemError: AST constructor recursion depth mismatch"). The text
+    is built here without ``ast``, and the traceback dropped so no frame is kept alive.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self._lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = _render(record.exc_info[1])
+            record.exc_info = None
+        with self._lock:
+            self.records.append(record)
+
+    def summary(self, level: int = logging.WARNING) -> dict[str, int]:
+        """How many records at ``level`` or above, by level, logger and message template."""
+        with self._lock:
+            kinds = Counter(
+                f"{r.levelname} {r.name}: {str(r.msg)[:70]}"
+                for r in self.records
+                if r.levelno >= level
+            )
+        return dict(sorted(kinds.items()))
+
+    def text(self) -> str:
+        """Every record formatted, tracebacks included: what a log file would hold."""
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        with self._lock:
+            return "\n".join(formatter.format(record) for record in self.records)
+
+
+def _render(error: BaseException) -> str:
+    lines: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        lines.append("Traceback (most recent call last):")
+        for frame in traceback.extract_tb(current.__traceback__):
+            lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
+            if frame.line:
+                lines.append(f"    {frame.line}")
+        lines.extend(line.rstrip("\n") for line in traceback.format_exception_only(current))
+        current = current.__cause__ or current.__context__
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[LogRecorder]:
+    """Every record of the app's loggers, kept for counting and for leak checks at the end."""
+    recorder = LogRecorder()
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "propagate", False)
+        logger.addHandler(recorder)
+    yield recorder
+    # A connection that a failed checkout or checkin left behind is returned by the garbage
+    # collector, which logs "Exception during reset" with a traceback: let that happen here.
+    gc.collect()
+    for name in LOGGERS:
+        logging.getLogger(name).removeHandler(recorder)
