@@ -1,13 +1,15 @@
 """Every error leaves the app as ``{"error": {"code": ..., "message": ...}}``.
 
 Domain errors get the status their meaning calls for; Werkzeug's HTTP errors (unknown route,
-wrong method, body too large) keep their status and headers, such as ``Allow`` on a 405; anything
-else is logged with its traceback and answered with a bare 500, never the traceback or SQL.
+wrong method, body too large) keep their status and headers, such as ``Allow`` on a 405; a
+database that is unreachable answers 503 with ``Retry-After``; anything else is logged with its
+traceback and answered with a bare 500, never the traceback or SQL.
 """
 
 from __future__ import annotations
 
 from flask import Flask, Response, current_app, jsonify
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from . import errors, schemas
@@ -52,6 +54,18 @@ def handle_http_error(exc: HTTPException) -> Response:
     return response
 
 
+def handle_database_unavailable(exc: OperationalError) -> Response:
+    # The database is unreachable or gave up on this transaction (a lost connection, a
+    # deadlock that outlived its retries): the client may try again shortly. One line in
+    # the log, not a traceback per request while a database is down.
+    current_app.logger.warning("database unavailable: %s", type(exc.orig or exc).__name__)
+    response = _error_response(
+        503, "database_unavailable", "the database is unavailable; try again shortly"
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def handle_unexpected_error(exc: Exception) -> Response:
     current_app.logger.error("unhandled error", exc_info=exc)
     return _error_response(500, "internal_error", "an unexpected error occurred")
@@ -61,4 +75,5 @@ def register(app: Flask) -> None:
     """Install the handlers app-wide, so unknown routes and methods answer in JSON too."""
     app.register_error_handler(errors.LedgerError, handle_ledger_error)
     app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(OperationalError, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected_error)

@@ -36,3 +36,22 @@ def test_health_is_503_when_the_database_is_unreachable(tmp_path: Path, url: str
     assert response.get_json() == {"status": "error", "database": "unreachable"}
     with app.app_context():
         db.dispose()
+
+
+def test_an_unreachable_database_answers_503_json_with_retry_after() -> None:
+    app = create_app(
+        {
+            "UOW_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
+            "UOW_ENGINE_OPTIONS": {"connect_args": {"connect_timeout": 2}},
+        }
+    )
+    response = app.test_client().get("/customers/1")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.get_json() == {
+        "error": {
+            "code": "database_unavailable",
+            "message": "the database is unavailable; try again shortly",
+        }
+    }
+    db.dispose()
