@@ -54,10 +54,27 @@ def handle_http_error(exc: HTTPException) -> Response:
     return response
 
 
-def handle_database_unavailable(exc: OperationalError) -> Response:
+TRANSIENT_CODES: frozenset[object] = frozenset({"40001", "40P01", 1205, 1213})
+"""Serialization failures, deadlocks and lock timeouts (PostgreSQL SQLSTATEs, MySQL codes)."""
+
+
+def _database_unavailable(exc: OperationalError) -> bool:
+    """True when trying again later may work: no connection, or a transient conflict."""
+    if exc.connection_invalidated or exc.statement is None:
+        return True  # the connection was lost, or never made
+    original = exc.orig
+    args = getattr(original, "args", ())
+    code = getattr(original, "sqlstate", None) or (args[0] if args else None)
+    return code in TRANSIENT_CODES or "database is locked" in str(original)
+
+
+def handle_operational_error(exc: OperationalError) -> Response:
     # The database is unreachable or gave up on this transaction (a lost connection, a
     # deadlock that outlived its retries): the client may try again shortly. One line in
-    # the log, not a traceback per request while a database is down.
+    # the log, not a traceback per request while a database is down. Anything else
+    # (SQLite reports a missing table this way too) is a bug: a 500.
+    if not _database_unavailable(exc):
+        return handle_unexpected_error(exc)
     current_app.logger.warning("database unavailable: %s", type(exc.orig or exc).__name__)
     response = _error_response(
         503, "database_unavailable", "the database is unavailable; try again shortly"
@@ -75,5 +92,5 @@ def register(app: Flask) -> None:
     """Install the handlers app-wide, so unknown routes and methods answer in JSON too."""
     app.register_error_handler(errors.LedgerError, handle_ledger_error)
     app.register_error_handler(HTTPException, handle_http_error)
-    app.register_error_handler(OperationalError, handle_database_unavailable)
+    app.register_error_handler(OperationalError, handle_operational_error)
     app.register_error_handler(Exception, handle_unexpected_error)
