@@ -317,13 +317,6 @@ class Database:
         elif unit in stack:
             self._stack.set(tuple(other for other in stack if other is not unit))
 
-    def _below(self, unit: UnitOfWork) -> UnitOfWork | None:
-        stack = self._stack.get()
-        for index in range(len(stack) - 1, 0, -1):
-            if stack[index] is unit:
-                return stack[index - 1]
-        return None
-
     def _begin_outermost(self, unit: UnitOfWork) -> None:
         isolation = self._isolation.get()
         context = _flask.current_context() if self._has_apps else None

@@ -86,6 +86,7 @@ class UnitOfWork:
         "_app_context",
         "_engines",
         "_retries_left",
+        "_enclosing",
     )
 
     def __init__(
@@ -125,6 +126,7 @@ class UnitOfWork:
         self._app_context: object | None = None
         self._engines: EngineVariants | None = None
         self._retries_left = 0
+        self._enclosing: UnitOfWork | None = None  # a savepoint's enclosing owner
 
     def __repr__(self) -> str:
         kind = self._kind.value if self._kind else "not entered"
@@ -217,6 +219,7 @@ class UnitOfWork:
             self._root = active._root
             if propagation is Propagation.NESTED:
                 self._savepoint = active.session.begin_nested()
+                self._enclosing = active._owner
                 self._kind = UnitKind.SAVEPOINT
             else:
                 self._owner = active._owner
@@ -285,7 +288,6 @@ class UnitOfWork:
     def _end_savepoint(self, exc: BaseException | None) -> None:
         savepoint = self._savepoint
         assert savepoint is not None
-        parent = self._db._below(self)
         if exc is None and self._doomed_by is None and not self._rollback_requested:
             try:
                 savepoint.commit()
@@ -294,9 +296,10 @@ class UnitOfWork:
                 self._finish()
                 raise
             self._finish()
-            if parent is not None:
-                parent._owner._commit_hooks.extend(self._commit_hooks)
-                parent._owner._rollback_hooks.extend(self._rollback_hooks)
+            enclosing = self._enclosing
+            assert enclosing is not None
+            enclosing._commit_hooks.extend(self._commit_hooks)
+            enclosing._rollback_hooks.extend(self._rollback_hooks)
             return
         self._rollback_savepoint(savepoint)
         self._finish()
