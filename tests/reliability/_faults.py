@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, ExceptionContext
 
+from ledger.models import Transfer
+
 
 def backend_of(url: str | URL) -> str:
     """sqlite, postgresql or mariadb."""
@@ -323,3 +325,11 @@ def classify(error: BaseException, *, disconnect: bool = False) -> str:
     if "database is locked" in str(error):
         return "sqlite_locked"
     return type(error).__name__
+
+
+def stored_transfers(connection: sa.Connection) -> dict[int, tuple[int, int, int]]:
+    """Every stored transfer, by id: (from account, to account, amount)."""
+    rows = connection.execute(
+        sa.select(Transfer.id, Transfer.from_account_id, Transfer.to_account_id, Transfer.amount)
+    )
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}

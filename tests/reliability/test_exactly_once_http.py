@@ -24,10 +24,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from ledger.database import db
-from ledger.models import Account, IdempotencyKey, Transfer
+from ledger.models import Account, IdempotencyKey
 from ledger.services import accounts, customers
 
-from ._faults import Background, ConnectionKiller, admin_engine, open_transactions
+from ._faults import Background, ConnectionKiller, admin_engine, open_transactions, stored_transfers
 from ._http import Gunicorn, Reply, call
 from ._leaks import body_leaks
 from ._scale import scaled, scaled_seconds
@@ -245,17 +245,7 @@ def test_each_transfer_is_applied_exactly_once_despite_resends_and_kills(
     books = admin_engine(target.admin_url)
     try:
         with books.connect() as conn:
-            stored = {
-                row[0]: (row[1], row[2], row[3])
-                for row in conn.execute(
-                    sa.select(
-                        Transfer.id,
-                        Transfer.from_account_id,
-                        Transfer.to_account_id,
-                        Transfer.amount,
-                    )
-                )
-            }
+            stored = stored_transfers(conn)
             keys = {
                 key_hash: transfer_id
                 for key_hash, transfer_id in conn.execute(

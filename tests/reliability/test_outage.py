@@ -26,10 +26,10 @@ import sqlalchemy as sa
 from flask import Flask
 
 from ledger.database import db
-from ledger.models import Account, Transfer
+from ledger.models import Account
 from ledger.services import accounts, customers
 
-from ._faults import admin_engine, checked_out, open_transactions
+from ._faults import admin_engine, checked_out, open_transactions, stored_transfers
 from ._leaks import body_leaks
 from ._proxy import TcpProxy
 from ._scale import scaled, scaled_seconds
@@ -206,17 +206,7 @@ def test_requests_fail_fast_during_an_outage_and_the_same_app_recovers(
     books = admin_engine(target.admin_url)
     try:
         with books.connect() as conn:
-            stored = {
-                row[0]: (row[1], row[2], row[3])
-                for row in conn.execute(
-                    sa.select(
-                        Transfer.id,
-                        Transfer.from_account_id,
-                        Transfer.to_account_id,
-                        Transfer.amount,
-                    )
-                )
-            }
+            stored = stored_transfers(conn)
             total = conn.execute(sa.select(sa.func.sum(Account.balance))).scalar_one()
     finally:
         books.dispose()
