@@ -8,6 +8,7 @@ from ._database import Database
 from ._errors import NoActiveUnitOfWork, ReadOnlyViolation, UnexpectedRollback, UnitOfWorkError
 from ._flask import UnitOfWorkWarning
 from ._propagation import Propagation
+from ._retry import is_transient
 from ._stats import UnitStats
 from ._unit import UnitOfWork
 
@@ -21,4 +22,5 @@ __all__ = [
     "UnitOfWorkError",
     "UnitOfWorkWarning",
     "UnitStats",
+    "is_transient",
 ]

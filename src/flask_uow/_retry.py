@@ -16,8 +16,11 @@ BACKOFF_BASE_SECONDS = 0.01
 BACKOFF_CAP_SECONDS = 0.5
 
 
-def is_transient(error: BaseException, *, during_commit: bool) -> bool:
+def is_transient(error: BaseException, *, during_commit: bool = False) -> bool:
     """Tell whether ``error`` means "the transaction was rolled back, running it again may work".
+
+    This is the classification ``@db.transactional(retries=...)`` uses; call it from your own
+    error handlers (answer 503 and ask the client to retry, say) instead of copying codes.
 
     ``during_commit`` is true when the error came from sending COMMIT. A connection lost then
     leaves the outcome unknown (the server may have committed), so it is never transient;
