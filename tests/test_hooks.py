@@ -94,6 +94,7 @@ def test_hooks_of_a_released_savepoint_follow_the_outer_outcome(db: Database) ->
     assert seen == ["nested rollback"]
 
 
+@pytest.mark.parametrize("backend_url", ["postgresql", "mariadb"], indirect=True)
 def test_requires_new_runs_its_own_hooks_when_it_commits(db: Database) -> None:
     seen: list[str] = []
     with pytest.raises(Boom):

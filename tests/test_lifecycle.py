@@ -125,9 +125,9 @@ def test_deferred_constraint_failing_at_commit_raises_and_rolls_back(
             connection.exec_driver_sql("DROP TABLE uow_deferred")
 
 
-def test_session_outside_any_unit_raises_and_says_how_to_open_one(db: Database) -> None:
+def test_session_used_outside_any_unit_raises_and_says_how_to_open_one(db: Database) -> None:
     with pytest.raises(NoActiveUnitOfWork, match=r"@db\.transactional") as raised:
-        db.session  # noqa: B018
+        db.session.execute(sa.select(1))
     assert "with db.unit_of_work()" in str(raised.value)
     assert db.current is None
 

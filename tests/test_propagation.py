@@ -153,6 +153,7 @@ def test_nested_without_an_active_unit_starts_an_outermost_one(
     assert committed_names(observer) == ["alone"]
 
 
+@pytest.mark.parametrize("backend_url", ["postgresql", "mariadb"], indirect=True)
 def test_requires_new_commits_on_its_own_even_when_the_outer_unit_fails(
     db: Database, observer: sa.Engine
 ) -> None:
@@ -169,6 +170,7 @@ def test_requires_new_commits_on_its_own_even_when_the_outer_unit_fails(
     assert committed_names(observer) == ["audit"]
 
 
+@pytest.mark.parametrize("backend_url", ["postgresql", "mariadb"], indirect=True)
 def test_requires_new_failure_leaves_the_outer_unit_to_commit(
     db: Database, observer: sa.Engine
 ) -> None:

@@ -92,12 +92,52 @@ def test_requires_new_writer_under_a_writing_unit_fails_at_once_with_advice(
     sqlite_db.dispose()
 
 
-def test_requires_new_writer_before_the_outer_unit_runs_sql_works(sqlite_db: Database) -> None:
+def test_requires_new_writer_is_refused_even_before_the_outer_unit_runs_sql(
+    sqlite_db: Database,
+) -> None:
+    """The rule depends on the units' modes only, never on what the outer unit did so far."""
     with sqlite_db.unit_of_work():
-        with sqlite_db.unit_of_work(propagation=Propagation.REQUIRES_NEW):
-            sqlite_db.session.add(Item(name="independent"))
+        with pytest.raises(UnitOfWorkError, match="on_commit hook"):
+            with sqlite_db.unit_of_work(propagation=Propagation.REQUIRES_NEW):
+                pass
         sqlite_db.session.add(Item(name="outer"))
     with sqlite_db.unit_of_work(read_only=True):
         names = sorted(sqlite_db.session.scalars(sa.select(Item.name)))
-    assert names == ["independent", "outer"]
+    assert names == ["outer"]
     sqlite_db.dispose()
+
+
+def test_a_database_file_journals_in_wal_mode_by_default(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'wal.db'}")
+    with db.unit_of_work(read_only=True):
+        assert db.session.scalar(sa.text("PRAGMA journal_mode")) == "wal"
+        assert db.session.scalar(sa.text("PRAGMA synchronous")) == 1  # NORMAL
+    db.dispose()
+
+
+def test_wal_can_be_turned_off_for_a_rollback_journal(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'journal.db'}", sqlite_wal=False)
+    with db.unit_of_work(read_only=True):
+        assert db.session.scalar(sa.text("PRAGMA journal_mode")) == "delete"
+    db.dispose()
+
+
+def test_a_writer_may_start_inside_a_reader_of_the_same_thread_in_wal_mode(
+    sqlite_db: Database,
+) -> None:
+    with sqlite_db.unit_of_work(read_only=True):
+        sqlite_db.session.execute(sa.select(sa.func.count()).select_from(Item))
+        with sqlite_db.unit_of_work(propagation=Propagation.REQUIRES_NEW):
+            sqlite_db.session.add(Item(name="independent"))
+    with sqlite_db.unit_of_work(read_only=True):
+        assert sqlite_db.session.scalars(sa.select(Item.name)).all() == ["independent"]
+    sqlite_db.dispose()
+
+
+def test_a_writer_inside_a_reader_is_refused_with_a_rollback_journal(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'journal.db'}", sqlite_wal=False)
+    with db.unit_of_work(read_only=True):
+        with pytest.raises(UnitOfWorkError, match="on_commit hook"):
+            with db.unit_of_work(propagation=Propagation.REQUIRES_NEW):
+                pass
+    db.dispose()

@@ -1,9 +1,10 @@
 """Random trees of units against a plain-Python model of what must happen.
 
 Each step enters a unit (any propagation, read-only or not), writes, reads, registers
-hooks, asks for rollback, or ends the innermost unit normally or with an exception. The
-model predicts the rows committed, the hooks run, the exceptions raised and the number of
-connections checked out; every step compares it with the real database.
+hooks, asks for rollback, calls a decorated service with retries that fails transiently,
+or ends the innermost unit normally or with an exception. The model predicts the rows
+committed, the hooks run, the exceptions raised, what ``__exit__`` returns and the number
+of connections checked out; every step compares it with the real database.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class Boom(Exception):
     """The application error the machine raises through units."""
 
 
+def transient_error() -> sa.exc.OperationalError:
+    """An error that ``is_transient`` classifies as worth a retry (SQLite's lock error)."""
+    return sa.exc.OperationalError("INSERT ...", {}, Exception("database is locked"))
+
+
 @dataclass(eq=False)
 class Frame:
     """What the model knows of one transaction or savepoint."""
@@ -65,9 +71,9 @@ class Frame:
 @dataclass(eq=False)
 class ModelUnit:
     real: UnitOfWork
-    kind: str  # "outermost", "savepoint" or "joined"
-    frame: Frame  # the frame it owns, or the one it joined
-    root: Frame
+    kind: str  # "outermost", "savepoint", "joined" or "none" (runs with no transaction)
+    frame: Frame | None  # the frame it owns, or the one it joined; None for "none"
+    root: Frame | None
     rollback_requested: bool = False
 
 
@@ -75,6 +81,7 @@ class UnitTrees(RuleBasedStateMachine):
     db: Database
     observer: sa.Engine
     is_sqlite: bool
+    is_wal: bool
 
     def __init__(self) -> None:
         super().__init__()
@@ -86,39 +93,71 @@ class UnitTrees(RuleBasedStateMachine):
         self.actual_hooks: list[str] = []
         self.counter = _NAMES
 
+    def _active(self) -> ModelUnit | None:
+        """The unit a new one would join: the innermost, unless it runs with no transaction."""
+        if self.stack and self.stack[-1].kind != "none":
+            return self.stack[-1]
+        return None
+
     # -- entering ------------------------------------------------------------------------
 
     @precondition(lambda self: len(self.stack) < MAX_DEPTH)
     @rule(propagation=st.sampled_from(Propagation), read_only=st.booleans())
     def enter(self, propagation: Propagation, read_only: bool) -> None:
-        active = self.stack[-1] if self.stack else None
+        active = self._active()
         unit = self.db.unit_of_work(propagation=propagation, read_only=read_only)
+        kind = self._kind_for(propagation, active)
         expected_error: type[BaseException] | None = None
-        if active is None or propagation is Propagation.REQUIRES_NEW:
-            if propagation is Propagation.MANDATORY:
-                expected_error = NoActiveUnitOfWork
-            elif self._sqlite_would_wait_for_itself(propagation, read_only):
-                expected_error = UnitOfWorkError
-        elif active.root.read_only and not read_only:
-            expected_error = ReadOnlyViolation
+        if propagation is Propagation.NEVER and active is not None:
+            expected_error = UnitOfWorkError
+        elif kind == "outermost" and propagation is Propagation.MANDATORY:
+            expected_error = NoActiveUnitOfWork
+        elif kind == "outermost" and self._sqlite_would_wait_for_itself(read_only):
+            expected_error = UnitOfWorkError
+        elif kind in ("savepoint", "joined") and active is not None:
+            assert active.root is not None
+            if active.root.read_only and not read_only:
+                expected_error = ReadOnlyViolation
         if expected_error is not None:
             with pytest.raises(expected_error):
                 unit.__enter__()
             return
-        unit.__enter__()
-        if active is None or propagation is Propagation.REQUIRES_NEW:
+        assert unit.__enter__() is unit
+        if kind == "none":
+            self.stack.append(ModelUnit(unit, "none", None, None))
+        elif kind == "outermost":
             root = Frame(read_only=read_only)
             self.stack.append(ModelUnit(unit, "outermost", root, root))
-        elif propagation is Propagation.NESTED:
-            frame = Frame(read_only=active.root.read_only, parent=active.frame)
-            self.stack.append(ModelUnit(unit, "savepoint", frame, active.root))
         else:
-            self.stack.append(ModelUnit(unit, "joined", active.frame, active.root))
+            assert active is not None and active.frame is not None
+            if kind == "savepoint":
+                assert active.root is not None
+                frame = Frame(read_only=active.root.read_only, parent=active.frame)
+                self.stack.append(ModelUnit(unit, "savepoint", frame, active.root))
+            else:
+                self.stack.append(ModelUnit(unit, "joined", active.frame, active.root))
 
-    def _sqlite_would_wait_for_itself(self, propagation: Propagation, read_only: bool) -> bool:
-        if not self.is_sqlite or propagation is not Propagation.REQUIRES_NEW or read_only:
+    @staticmethod
+    def _kind_for(propagation: Propagation, active: ModelUnit | None) -> str:
+        if propagation in (Propagation.NOT_SUPPORTED, Propagation.NEVER):
+            return "none"
+        if propagation is Propagation.SUPPORTS:
+            return "joined" if active is not None else "none"
+        if active is None or propagation is Propagation.REQUIRES_NEW:
+            return "outermost"
+        return "savepoint" if propagation is Propagation.NESTED else "joined"
+
+    def _sqlite_would_wait_for_itself(self, read_only: bool) -> bool:
+        # Decided from the modes alone: a writer never starts inside an outer writer of the
+        # same thread; inside an outer reader only in WAL mode, where readers don't block it.
+        if not self.is_sqlite or read_only:
             return False
-        return any(unit.kind == "outermost" and unit.root.connected for unit in self.stack)
+        return any(
+            unit.kind == "outermost"
+            and unit.root is not None
+            and (not unit.root.read_only or not self.is_wal)
+            for unit in self.stack
+        )
 
     # -- work inside the innermost unit --------------------------------------------------
 
@@ -126,6 +165,11 @@ class UnitTrees(RuleBasedStateMachine):
     @rule()
     def write(self) -> None:
         top = self.stack[-1]
+        if top.kind == "none":
+            with pytest.raises(NoActiveUnitOfWork):
+                self.db.session.add(Item(name="never"))
+            return
+        assert top.root is not None and top.frame is not None
         name = f"row-{next(self.counter)}"
         item = Item(name=name)
         self.db.session.add(item)
@@ -141,8 +185,15 @@ class UnitTrees(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.stack))
     @rule()
     def read(self) -> None:
-        self.db.session.execute(sa.select(sa.func.count()).select_from(Item))
-        self.stack[-1].root.connected = True
+        top = self.stack[-1]
+        statement = sa.select(sa.func.count()).select_from(Item)
+        if top.kind == "none":
+            with pytest.raises(NoActiveUnitOfWork):
+                self.db.session.execute(statement)
+            return
+        assert top.root is not None
+        self.db.session.execute(statement)
+        top.root.connected = True
 
     @precondition(lambda self: bool(self.stack))
     @rule(on_commit=st.booleans())
@@ -153,19 +204,72 @@ class UnitTrees(RuleBasedStateMachine):
         def hook() -> None:
             self.actual_hooks.append(label)
 
-        if on_commit:
-            top.real.on_commit(hook)
-            top.frame.commit_hooks.append(label)
-        else:
-            top.real.on_rollback(hook)
-            top.frame.rollback_hooks.append(label)
+        register = top.real.on_commit if on_commit else top.real.on_rollback
+        if top.kind == "none":
+            with pytest.raises(NoActiveUnitOfWork):
+                register(hook)
+            return
+        assert top.frame is not None
+        register(hook)
+        (top.frame.commit_hooks if on_commit else top.frame.rollback_hooks).append(label)
 
     @precondition(lambda self: bool(self.stack))
     @rule()
     def set_rollback(self) -> None:
         top = self.stack[-1]
+        if top.kind == "none":
+            with pytest.raises(NoActiveUnitOfWork):
+                top.real.set_rollback()
+            return
         top.real.set_rollback()
         top.rollback_requested = True
+
+    @precondition(lambda self: len(self.stack) < MAX_DEPTH)
+    @rule(failures=st.integers(min_value=0, max_value=3))
+    def call_with_retries(self, failures: int) -> None:
+        """A @db.transactional(retries=2) service that fails transiently ``failures`` times."""
+        active = self._active()
+        name = f"row-{next(self.counter)}"
+        attempts: list[int] = []
+
+        @self.db.transactional(retries=2)
+        def service() -> None:
+            attempts.append(1)
+            self.db.session.add(Item(name=f"{name}-{len(attempts)}"))
+            self.db.session.flush()
+            if len(attempts) <= failures:
+                raise transient_error()
+
+        if active is not None:
+            assert active.root is not None and active.frame is not None
+            if active.root.read_only:
+                with pytest.raises(ReadOnlyViolation):
+                    service()
+                return
+            # A joined call never retries: its failure dooms the transaction it joined.
+            if failures:
+                with pytest.raises(sa.exc.OperationalError):
+                    service()
+                active.frame.doomed = True
+            else:
+                service()
+                active.frame.names.append(f"{name}-1")
+            active.root.connected = True
+            assert len(attempts) == 1
+            return
+        if self._sqlite_would_wait_for_itself(read_only=False):
+            with pytest.raises(UnitOfWorkError):
+                service()
+            return
+        if failures > 2:
+            with pytest.raises(sa.exc.OperationalError):
+                service()
+            assert len(attempts) == 3
+        else:
+            service()
+            assert len(attempts) == failures + 1
+            self.committed.add(f"{name}-{failures + 1}")
+        assert committed_names(self.observer) == sorted(self.committed)
 
     # -- ending the innermost unit -------------------------------------------------------
 
@@ -185,9 +289,11 @@ class UnitTrees(RuleBasedStateMachine):
         failed = raise_error or top.rollback_requested
         expect_unexpected = False
         if top.kind == "joined":
+            assert frame is not None
             if failed:
                 frame.doomed = True
-        else:
+        elif top.kind != "none":
+            assert frame is not None
             succeeded = not failed and not frame.doomed
             expect_unexpected = not raise_error and frame.doomed and not top.rollback_requested
             if top.kind == "savepoint":
@@ -204,12 +310,13 @@ class UnitTrees(RuleBasedStateMachine):
 
         if raise_error:
             error = Boom()
-            top.real.__exit__(Boom, error, None)  # returns normally: "with" re-raises
+            # Returns None (falsy): the "with" statement re-raises the exception unchanged.
+            assert top.real.__exit__(Boom, error, None) is None
         elif expect_unexpected:
             with pytest.raises(UnexpectedRollback):
                 top.real.__exit__(None, None, None)
         else:
-            top.real.__exit__(None, None, None)
+            assert top.real.__exit__(None, None, None) is None
         if top.kind == "outermost":
             assert committed_names(self.observer) == sorted(self.committed)
 
@@ -228,7 +335,8 @@ class UnitTrees(RuleBasedStateMachine):
 
     @invariant()
     def the_innermost_unit_is_current(self) -> None:
-        assert self.db.current is (self.stack[-1].real if self.stack else None)
+        active = self._active()
+        assert self.db.current is (active.real if active is not None else None)
 
     def teardown(self) -> None:
         while self.stack:
@@ -237,13 +345,23 @@ class UnitTrees(RuleBasedStateMachine):
         assert self.db.stats.active == 0
 
 
+def journal_mode(engine: sa.Engine) -> str:
+    with engine.connect() as connection:
+        return str(connection.exec_driver_sql("PRAGMA journal_mode").scalar()).lower()
+
+
 def test_random_trees_of_units_match_the_model(
     db: Database, observer: sa.Engine, backend_name: str, request: pytest.FixtureRequest
 ) -> None:
     machine: Any = type(
         "UnitTreesOn" + backend_name.title(),
         (UnitTrees,),
-        {"db": db, "observer": observer, "is_sqlite": backend_name == "sqlite"},
+        {
+            "db": db,
+            "observer": observer,
+            "is_sqlite": backend_name == "sqlite",
+            "is_wal": backend_name == "sqlite" and journal_mode(observer) == "wal",
+        },
     )
     run_state_machine_as_test(
         machine,

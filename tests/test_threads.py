@@ -42,7 +42,11 @@ def test_a_session_reached_through_a_copied_context_in_another_thread_raises(
         context = contextvars.copy_context()
 
         def use_copied_context() -> None:
-            for attempt in (lambda: db.session, lambda: db.unit_of_work().__enter__()):
+            attempts = (
+                lambda: db.session.execute(sa.select(1)),
+                lambda: db.unit_of_work().__enter__(),
+            )
+            for attempt in attempts:
                 try:
                     context.run(attempt)
                 except BaseException as error:

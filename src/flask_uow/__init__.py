@@ -2,25 +2,80 @@
 
 A unit of work commits on success, rolls back on any error, always closes its session,
 and hands data access code the current session through ``db.session``.
+
+Importing this package imports nothing else: each name below is loaded on first use, so
+``import flask_uow`` (and the pytest plugin) costs nothing until it is used, and the core
+never imports Flask.
 """
 
-from ._database import Database
-from ._errors import NoActiveUnitOfWork, ReadOnlyViolation, UnexpectedRollback, UnitOfWorkError
-from ._flask import UnitOfWorkWarning
-from ._propagation import Propagation
-from ._retry import is_transient
-from ._stats import UnitStats
-from ._unit import UnitOfWork
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._database import Database
+    from ._errors import (
+        CommitOutcomeUnknown,
+        NoActiveUnitOfWork,
+        ReadOnlyViolation,
+        UnexpectedRollback,
+        UnitOfWorkError,
+        UnitOfWorkWarning,
+    )
+    from ._propagation import Propagation
+    from ._retry import is_transient
+    from ._session import SessionProxy, UnitSession
+    from ._stats import UnitStats
+    from ._unit import Outcome, UnitKind, UnitOfWork, UnitState
+
+_EXPORTS = {
+    "CommitOutcomeUnknown": "._errors",
+    "Database": "._database",
+    "NoActiveUnitOfWork": "._errors",
+    "Outcome": "._unit",
+    "Propagation": "._propagation",
+    "ReadOnlyViolation": "._errors",
+    "SessionProxy": "._session",
+    "UnexpectedRollback": "._errors",
+    "UnitKind": "._unit",
+    "UnitOfWork": "._unit",
+    "UnitOfWorkError": "._errors",
+    "UnitOfWorkWarning": "._errors",
+    "UnitSession": "._session",
+    "UnitState": "._unit",
+    "UnitStats": "._stats",
+    "is_transient": "._retry",
+}
 
 __all__ = [
+    "CommitOutcomeUnknown",
     "Database",
     "NoActiveUnitOfWork",
+    "Outcome",
     "Propagation",
     "ReadOnlyViolation",
+    "SessionProxy",
     "UnexpectedRollback",
+    "UnitKind",
     "UnitOfWork",
     "UnitOfWorkError",
     "UnitOfWorkWarning",
+    "UnitSession",
+    "UnitState",
     "UnitStats",
     "is_transient",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flask_uow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -1,29 +1,25 @@
-"""The Database: engines, the ambient unit stack, and the entry points to units of work."""
+"""The Database: engines, and the entry points to units of work over them."""
 
 from __future__ import annotations
 
 import inspect
+import sys
 import threading
-import weakref
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass
-from threading import get_ident
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
-from weakref import WeakKeyDictionary
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
-from . import _flask
 from ._decorate import transactional_wrapper
 from ._engines import EngineVariants, create_engine, masked
 from ._errors import NoActiveUnitOfWork, UnitOfWorkError
 from ._propagation import Propagation
-from ._session import UnitSession, holds_connection
-from ._stats import Counters, UnitStats
-from ._unit import UnitOfWork
+from ._runtime import Runtime
+from ._session import SessionProxy, UnitSession
+from ._stats import UnitStats
+from ._unit import UnitOfWork, current_unit, why_no_session
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -34,14 +30,6 @@ R = TypeVar("R")
 
 _SESSION_PARAMETERS = frozenset(inspect.signature(Session).parameters) - {"bind", "binds"}
 _RESERVED_SESSION_OPTIONS = frozenset({"bind", "binds", "autobegin", "join_transaction_mode"})
-
-
-@dataclass(frozen=True, slots=True)
-class Isolation:
-    """A connection that every outermost unit of one thread runs on (see ``flask_uow.testing``)."""
-
-    connection: Connection
-    thread: int
 
 
 class Database:
@@ -61,48 +49,59 @@ class Database:
         engine_options: Mapping[str, Any] | None = None,
         session_options: Mapping[str, Any] | None = None,
         metadata: sa.MetaData | None = None,
+        sqlite_foreign_keys: bool = True,
+        sqlite_wal: bool = True,
     ) -> None:
         self.url: URL | None = sa.make_url(url) if url is not None else None
         """The URL used outside a Flask app context, or None when apps provide it."""
         self.engine_options: dict[str, Any] = dict(engine_options or {})
         """Keyword arguments for ``sqlalchemy.create_engine`` (apps add UOW_ENGINE_OPTIONS)."""
-        self.session_options: dict[str, Any] = check_session_options(session_options or {})
-        """Keyword arguments for each unit's Session; ``expire_on_commit`` defaults to False."""
         self.metadata = metadata
         """The MetaData that ``create_all()`` and ``drop_all()`` act on."""
+        self.sqlite_foreign_keys = sqlite_foreign_keys
+        """Whether SQLite enforces foreign keys (turn off only for legacy schemas)."""
+        self.sqlite_wal = sqlite_wal
+        """Whether a SQLite database file journals in WAL mode (see docs/sqlite.md)."""
+        self.session_class: type[UnitSession] = type(
+            "UnitSession", (UnitSession,), {"__module__": __name__}
+        )
+        """The Session subclass of this Database's units: listen to it for their events."""
         self._default: EngineVariants | None = None
         self._lock = threading.Lock()
-        self._apps: WeakKeyDictionary[Flask, _flask.AppState] = WeakKeyDictionary()
-        self._has_apps = False  # set once by init_app; cheaper to test than the dictionary
-        self._last_app: tuple[weakref.ref[Flask], _flask.AppState] | None = None
-        self._stack: ContextVar[tuple[UnitOfWork, ...]] = ContextVar(
-            f"flask_uow_units_{id(self):x}", default=()
+        self._runtime = Runtime(
+            f"flask_uow_units_{id(self):x}",
+            self.session_class,
+            check_session_options(session_options or {}),
+            self._default_engines,
         )
-        self._isolation: ContextVar[Isolation | None] = ContextVar(
-            f"flask_uow_isolation_{id(self):x}", default=None
-        )
-        self._counters = Counters()
+        self._proxy = SessionProxy(self.session_class, self._resolve_session)
 
     def __repr__(self) -> str:
         where = masked(self.url) if self.url is not None else "no URL"
-        apps = len(self._apps)
-        return f"<Database {where}, {apps} Flask app{'s' if apps != 1 else ''}>"
+        return f"<Database {where}>"
+
+    @property
+    def runtime(self) -> Runtime:
+        """The state this Database's units share, for integrations (Flask, testing)."""
+        return self._runtime
+
+    @property
+    def session_options(self) -> dict[str, Any]:
+        """Keyword arguments for each unit's Session; ``expire_on_commit`` defaults to False."""
+        return self._runtime.session_options
+
+    @session_options.setter
+    def session_options(self, options: Mapping[str, Any]) -> None:
+        self._runtime.session_options = check_session_options(options)
 
     # -- engines -----------------------------------------------------------------------------
 
     @property
     def engine(self) -> sa.Engine:
         """The engine for the current Flask app, or for ``url`` outside an app context."""
-        return self._variants().engine
+        return self._runtime.engines().engine
 
-    def _variants(self) -> EngineVariants:
-        if self._has_apps:
-            state = _flask.current_state(self, _flask.current_context())
-            if state is not None:
-                return state.variants()
-        return self._default_variants()
-
-    def _default_variants(self) -> EngineVariants:
+    def _default_engines(self) -> EngineVariants:
         default = self._default
         if default is None:
             default = self._create_default()
@@ -110,7 +109,7 @@ class Database:
 
     def _create_default(self) -> EngineVariants:
         if self.url is None:
-            if self._apps:
+            if self._runtime.integration is not None:
                 raise UnitOfWorkError(
                     "This Database takes its URL from a Flask app, and no app context is active. "
                     "Push one first: 'with app.app_context(): ...', or give Database(url) a URL "
@@ -122,7 +121,13 @@ class Database:
             )
         with self._lock:
             if self._default is None:
-                self._default = EngineVariants(create_engine(self.url, self.engine_options))
+                engine = create_engine(
+                    self.url,
+                    self.engine_options,
+                    sqlite_foreign_keys=self.sqlite_foreign_keys,
+                    sqlite_wal=self.sqlite_wal,
+                )
+                self._default = EngineVariants(engine)
             return self._default
 
     def create_all(self) -> None:
@@ -140,7 +145,9 @@ class Database:
         next use, so this is safe after a fork or in test teardown.
         """
         engines = [self._default] if self._default is not None else []
-        engines.extend(state.created for state in list(self._apps.values()) if state.created)
+        integration = self._runtime.integration
+        if integration is not None:
+            engines.extend(integration.created_engines())
         for variants in engines:
             assert variants is not None
             variants.engine.dispose()
@@ -157,11 +164,13 @@ class Database:
     def init_app(self, app: Flask) -> None:
         """Register this Database with a Flask app (see the Flask integration docs).
 
-        Reads ``UOW_DATABASE_URL``, ``UOW_ENGINE_OPTIONS``, ``UOW_SESSION_OPTIONS`` and
-        ``UOW_PER_REQUEST`` from ``app.config``, adds the ``flask uow`` commands and ``db``
-        to ``flask shell``, and rolls back any unit still open when an app context ends.
+        Reads the ``UOW_*`` keys from ``app.config``, adds the ``flask uow`` commands and
+        ``db`` to ``flask shell``, and rolls back any unit still open when an app context
+        ends. With ``UOW_PER_REQUEST``, each request runs in one unit of work.
         """
-        _flask.register(self, app)
+        from ._flask import register
+
+        register(self, app)
 
     # -- units of work -----------------------------------------------------------------------
 
@@ -178,13 +187,15 @@ class Database:
         when it raises (any exception, re-raised unchanged), and always closes the session.
         ``propagation`` says what happens when a unit is already active (see
         ``Propagation``); ``read_only=True`` ends with ROLLBACK and refuses writes;
-        ``isolation_level`` applies to the connection of an outermost unit.
+        ``isolation_level`` applies to the transaction of an outermost unit.
         """
+        caller = sys._getframe(1)
         return UnitOfWork(
-            self,
+            self._runtime,
             propagation=propagation,
             read_only=read_only,
             isolation_level=isolation_level,
+            origin=(caller.f_code, caller.f_lineno),
         )
 
     @overload
@@ -228,7 +239,7 @@ class Database:
 
         def decorate(function: Callable[P, R]) -> Callable[P, R]:
             return transactional_wrapper(
-                self,
+                self._runtime,
                 function,
                 propagation=propagation,
                 read_only=read_only,
@@ -242,23 +253,31 @@ class Database:
 
     @property
     def current(self) -> UnitOfWork | None:
-        """The innermost active unit of work in this thread, or None outside any unit."""
-        return self._active(allow_foreign=False)
+        """The innermost active unit of work of this thread, or None outside any unit.
+
+        In a context copied from another thread, that thread's unit is not this thread's:
+        ``current`` is None there.
+        """
+        return current_unit(self._runtime)
 
     @property
     def session(self) -> UnitSession:
         """The session of the innermost active unit in this thread, for data access code.
 
-        There is never an implicit session: outside any unit this raises
-        ``NoActiveUnitOfWork``.
+        Inside a unit this is that unit's Session. Outside any unit it is a
+        ``SessionProxy`` that can be stored (``sqlalchemy_session = db.session``) and
+        resolves to the current unit's session each time it is used; used with no unit
+        active it raises ``NoActiveUnitOfWork``. There is never an implicit session.
         """
-        unit = self._active(allow_foreign=False)
+        unit = current_unit(self._runtime)
+        if unit is not None:
+            return unit.session
+        return cast(UnitSession, self._proxy)
+
+    def _resolve_session(self) -> UnitSession:
+        unit = current_unit(self._runtime)
         if unit is None:
-            raise NoActiveUnitOfWork(
-                "db.session was used outside a unit of work, so there is no transaction to run "
-                "in. Open one around the calling code: decorate the service function with "
-                "@db.transactional, or wrap the call in 'with db.unit_of_work():'."
-            )
+            raise NoActiveUnitOfWork(why_no_session(self._runtime))
         return unit.session
 
     def on_commit(self, callback: Callable[[], object]) -> None:
@@ -278,7 +297,7 @@ class Database:
         self._require_current("on_rollback").on_rollback(callback)
 
     def _require_current(self, what: str) -> UnitOfWork:
-        unit = self._active(allow_foreign=False)
+        unit = current_unit(self._runtime)
         if unit is None:
             raise NoActiveUnitOfWork(
                 f"db.{what}() was called outside a unit of work, so there is no transaction "
@@ -289,94 +308,8 @@ class Database:
 
     @property
     def stats(self) -> UnitStats:
-        """Counters of outermost units: started, committed, rolled back, active, retried."""
-        return self._counters.snapshot()
-
-    # -- the ambient stack (used by UnitOfWork) ---------------------------------------------
-
-    def _active(self, *, allow_foreign: bool) -> UnitOfWork | None:
-        stack = self._stack.get()
-        if not stack:
-            return None
-        unit = stack[-1]
-        if unit._thread != get_ident():
-            if allow_foreign:
-                return None
-            raise UnitOfWorkError(
-                "The active unit of work was opened in another thread (this thread's context "
-                "was copied from it), and a Session must not be shared between threads. Open a "
-                "new unit here with propagation=Propagation.REQUIRES_NEW, or start the thread "
-                "without copying the context."
-            )
-        return unit
-
-    def _pop(self, unit: UnitOfWork) -> None:
-        stack = self._stack.get()
-        if stack and stack[-1] is unit:
-            self._stack.set(stack[:-1])
-        elif unit in stack:
-            self._stack.set(tuple(other for other in stack if other is not unit))
-
-    def _begin_outermost(self, unit: UnitOfWork) -> None:
-        isolation = self._isolation.get()
-        context = _flask.current_context() if self._has_apps else None
-        if context is not None:
-            _flask.note_app_context(unit, context)
-        if isolation is None:
-            # Resolve the engine now, so that a missing URL fails at entry, not at first query.
-            state = _flask.current_state(self, context)
-            unit._engines = engines = state.variants() if state else self._default_variants()
-            if engines.is_sqlite and unit.propagation is Propagation.REQUIRES_NEW:
-                self._refuse_sqlite_self_deadlock(unit, engines)
-        elif isolation.thread != get_ident():
-            raise UnitOfWorkError(
-                "flask_uow.testing.isolated() holds one connection for the thread that entered "
-                "it; units in other threads cannot share it. Run threaded code under test "
-                "without isolated(), and clean up its data explicitly."
-            )
-        self._counters.count_start()
-
-    def _refuse_sqlite_self_deadlock(self, unit: UnitOfWork, engines: EngineVariants) -> None:
-        # SQLite has one writer at a time, and a writer commits only once no other
-        # connection holds a read transaction open. A read-write unit opened underneath a
-        # unit that already holds a connection, in the same thread, would wait for a lock
-        # its own thread holds, then fail. (An in-memory database has one connection per
-        # thread, which cannot hold two transactions at all.)
-        if unit.read_only and not engines.is_memory:
-            return
-        me = get_ident()
-        for other in self._stack.get():
-            if (
-                other._thread == me
-                and other._engines is engines
-                and holds_connection(other._session)
-            ):
-                raise UnitOfWorkError(
-                    "On SQLite a REQUIRES_NEW unit that writes cannot run inside another unit of "
-                    "the same thread that already holds a transaction open: it would wait for a "
-                    "lock its own thread holds. Run the independent work after the outer unit "
-                    "ends (an on_commit hook is a good place), open it with read_only=True if it "
-                    "only reads, or use PostgreSQL or MariaDB."
-                )
-
-    def _new_session(self, unit: UnitOfWork) -> UnitSession:
-        isolation = self._isolation.get()
-        if isolation is not None:
-            session = UnitSession(
-                bind=isolation.connection,
-                join_transaction_mode="create_savepoint",
-                **self.session_options,
-            )
-        else:
-            engines = unit._engines
-            assert engines is not None
-            bind = engines.for_unit(
-                read_only=unit.read_only, isolation_level=unit.isolation_level
-            )
-            session = UnitSession(bind=bind, **self.session_options)
-        session.flask_uow_active = True
-        session.flask_uow_read_only = unit.read_only
-        return session
+        """Counters of outermost units: started, committed, read-only, rolled back, retried."""
+        return self._runtime.counters.snapshot()
 
 
 def check_session_options(options: Mapping[str, Any]) -> dict[str, Any]:

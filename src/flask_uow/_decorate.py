@@ -14,7 +14,7 @@ from ._retry import backoff_seconds
 from ._unit import UnitOfWork
 
 if TYPE_CHECKING:
-    from ._database import Database
+    from ._runtime import Runtime
 
 P = ParamSpec("P")
 
@@ -25,7 +25,7 @@ sleep = time.sleep
 
 
 def transactional_wrapper(
-    db: Database,
+    runtime: Runtime,
     func: Callable[P, R],
     *,
     propagation: Propagation,
@@ -37,7 +37,7 @@ def transactional_wrapper(
     descriptor: Any = func
     if isinstance(descriptor, staticmethod | classmethod):
         wrapped = transactional_wrapper(
-            db,
+            runtime,
             descriptor.__func__,
             propagation=propagation,
             read_only=read_only,
@@ -46,19 +46,21 @@ def transactional_wrapper(
         )
         return cast(Callable[P, R], type(descriptor)(wrapped))
     _refuse_unsupported(func)
+    code = getattr(func, "__code__", None)
     options: dict[str, Any] = {
         "propagation": propagation,
         "read_only": read_only,
         "isolation_level": isolation_level,
+        "origin": (code, code.co_firstlineno) if code is not None else repr(func),
     }
     # Build the options once: a bad propagation or isolation level fails at decoration time.
-    UnitOfWork(db, **options)
+    UnitOfWork(runtime, **options)
 
     if retries == 0:
 
         @functools.wraps(func)
         def run_in_unit(*args: P.args, **kwargs: P.kwargs) -> R:
-            with UnitOfWork(db, **options):
+            with UnitOfWork(runtime, **options):
                 return func(*args, **kwargs)
 
         return run_in_unit
@@ -67,8 +69,7 @@ def transactional_wrapper(
     def run_with_retries(*args: P.args, **kwargs: P.kwargs) -> R:
         attempt = 0
         while True:
-            unit = UnitOfWork(db, **options)
-            unit._retries_left = retries - attempt
+            unit = UnitOfWork(runtime, retries_left=retries - attempt, **options)
             try:
                 with unit:
                     return func(*args, **kwargs)
@@ -76,7 +77,9 @@ def transactional_wrapper(
                 if not unit.will_retry(error):
                     raise
                 attempt += 1
-                db._counters.count_retry()
+                runtime.counters.count_retry()
+                for observer in runtime.observers:
+                    observer.unit_retrying(unit, error, attempt + 1)
                 delay = backoff_seconds(attempt)
                 logger.warning(
                     "flask-uow: %s failed with a transient error (%s); retry %d of %d in %.3fs",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,11 +38,19 @@ def masked(url: URL | str) -> str:
     return sa.make_url(url).render_as_string(hide_password=True)
 
 
-def create_engine(url: URL | str, options: Mapping[str, Any]) -> sa.Engine:
+def create_engine(
+    url: URL | str,
+    options: Mapping[str, Any],
+    *,
+    sqlite_foreign_keys: bool = True,
+    sqlite_wal: bool = True,
+) -> sa.Engine:
     """Create an engine from ``url`` and ``options`` and prepare it for units of work.
 
-    SQLite gets foreign keys, a busy timeout and working SAVEPOINTs; every dialect gets
-    READ ONLY transactions for read-only units.
+    SQLite gets foreign keys (unless ``sqlite_foreign_keys`` is False, for legacy schemas),
+    a busy timeout, working SAVEPOINTs and, for a database file, WAL journaling with
+    ``synchronous=NORMAL`` (unless ``sqlite_wal`` is False) so that readers never wait for
+    the writer; every dialect gets READ ONLY transactions for read-only units.
     """
     url = sa.make_url(url)
     options = dict(options)
@@ -50,14 +59,31 @@ def create_engine(url: URL | str, options: Mapping[str, Any]) -> sa.Engine:
         connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_SECONDS)
         options["connect_args"] = connect_args
     engine = sa.create_engine(url, **options)
-    _prepare(engine)
+    wal = sqlite_wal and url.get_backend_name() == "sqlite" and not _is_memory(url)
+    _prepare(engine, sqlite_foreign_keys=sqlite_foreign_keys, sqlite_wal=wal)
+    if wal:
+        _WAL_ENGINES.add(engine)
     return engine
 
 
-def _prepare(engine: sa.Engine) -> None:
+def _is_memory(url: URL) -> bool:
+    database = url.database or ""
+    return database in ("", ":memory:") or "mode=memory" in database
+
+
+def _prepare(engine: sa.Engine, *, sqlite_foreign_keys: bool, sqlite_wal: bool) -> None:
     name = engine.dialect.name
     if name == "sqlite":
-        event.listen(engine, "connect", _sqlite_on_connect)
+        pragmas = []
+        if sqlite_foreign_keys:
+            pragmas.append("PRAGMA foreign_keys = ON")
+        if sqlite_wal:
+            pragmas += ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL"]
+
+        def on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+            _sqlite_on_connect(dbapi_connection, pragmas)
+
+        event.listen(engine, "connect", on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
     elif name in ("mysql", "mariadb"):
         event.listen(engine, "begin", _mysql_on_begin)
@@ -69,13 +95,14 @@ def _prepare(engine: sa.Engine) -> None:
             event.listen(engine, "begin", _postgresql_on_begin)
 
 
-def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+def _sqlite_on_connect(dbapi_connection: Any, pragmas: list[str]) -> None:
     # pysqlite starts transactions late and behind SQLAlchemy's back, which breaks
     # SAVEPOINT; take over: no implicit BEGIN, ours is emitted in _sqlite_on_begin.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA foreign_keys = ON")
+        for pragma in pragmas:
+            cursor.execute(pragma)
     finally:
         cursor.close()
 
@@ -162,6 +189,9 @@ def _psycopg_on_checkin(driver_connection: Any, record: ConnectionPoolEntry) -> 
         record.invalidate()  # cannot be trusted with a unit's settings left on it
 
 
+_WAL_ENGINES: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+"""SQLite engines whose connections journal in WAL mode."""
+
 _CHANGED = "flask_uow_changed"
 """Key in a pooled connection's ``info``: driver attributes a unit changed, with old values."""
 
@@ -198,14 +228,16 @@ class EngineVariants:
     connection to reset when it goes back to the pool.
     """
 
-    __slots__ = ("engine", "is_sqlite", "is_memory", "_read_write", "_variants", "_lock")
+    __slots__ = ("engine", "is_sqlite", "is_memory", "wal", "_read_write", "_variants", "_lock")
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         """True for SQLite, which has a single writer and no server connection."""
-        self.is_memory = self.is_sqlite and engine.url.database in (None, "", ":memory:")
+        self.is_memory = self.is_sqlite and _is_memory(engine.url)
         """True for an in-memory SQLite database: one connection per thread."""
+        self.wal = engine in _WAL_ENGINES
+        """True for a SQLite database in WAL mode: a reader never blocks the writer."""
         self._variants: dict[tuple[bool, str | None], sa.Engine] = {}
         self._lock = threading.Lock()
         self._read_write = self._make(read_only=False, isolation_level=None)

@@ -1,4 +1,4 @@
-"""Exceptions raised by flask-uow."""
+"""Exceptions and warnings raised by flask-uow."""
 
 from __future__ import annotations
 
@@ -15,12 +15,26 @@ class NoActiveUnitOfWork(UnitOfWorkError):
 
 
 class UnexpectedRollback(UnitOfWorkError):
-    """The transaction was rolled back although the outermost unit was leaving normally.
+    """The transaction was rolled back although the unit was leaving normally.
 
-    A joined unit failed or called ``set_rollback()``, which dooms the transaction it joined.
-    The rollback already happened; this error only makes sure it is never silent.
+    A joined unit failed or called ``set_rollback()``, a flush failed and was caught, or a
+    statement failed and left the database transaction aborted: the transaction could no
+    longer commit. The rollback already happened; this error makes sure it is never silent.
     """
 
 
 class ReadOnlyViolation(UnitOfWorkError):
     """A read-only unit tried to write, or a read-write unit tried to join a read-only one."""
+
+
+class CommitOutcomeUnknown(UnitOfWorkError):
+    """The connection was lost while COMMIT was on its way: it may or may not have committed.
+
+    The driver's error is the ``__cause__``. Neither ``on_commit`` nor ``on_rollback`` hooks
+    ran (``on_outcome_unknown`` hooks did), and the unit is never retried: look the work up, or
+    make it idempotent, before doing it again.
+    """
+
+
+class UnitOfWorkWarning(RuntimeWarning):
+    """A unit of work was left open and flask-uow had to end it."""

@@ -1,42 +1,39 @@
-"""Flask integration: per-app engines, units per request, the teardown safety net."""
+"""Flask integration: per-app engines, units per request, the teardown safety net.
+
+This is a layer on top of the core: it imports the core, and the core never imports it.
+"""
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from flask import Flask, Response, g
+from flask import Flask, Response, g, request
 from flask.ctx import AppContext
 from flask.globals import _cv_app
+from flask.signals import request_started
 
 from ._engines import EngineVariants, create_engine
-from ._errors import UnitOfWorkError
+from ._errors import UnitOfWorkError, UnitOfWorkWarning
+from ._flask_config import AppConfig, read_config
 from ._hooks import logger
+from ._unit import UnitOfWork, UnitState, live_units
 
 if TYPE_CHECKING:
     from ._database import Database
-    from ._unit import UnitOfWork
 
 EXTENSION_KEY = "flask-uow"
 _REQUEST_UNIT = "_flask_uow_request_unit"
-
-
-class UnitOfWorkWarning(RuntimeWarning):
-    """A unit of work was left open and flask-uow had to end it."""
 
 
 @dataclass(eq=False)
 class AppState:
     """What one Flask app configured for a Database; the engine is made on first use."""
 
-    url: sa.URL
-    engine_options: dict[str, Any]
-    per_request: bool
+    config: AppConfig
     created: EngineVariants | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -45,124 +42,150 @@ class AppState:
         if created is None:
             with self.lock:
                 if self.created is None:
-                    self.created = EngineVariants(create_engine(self.url, self.engine_options))
+                    config = self.config
+                    self.created = EngineVariants(
+                        create_engine(
+                            config.url,
+                            config.engine_options,
+                            sqlite_foreign_keys=config.sqlite_foreign_keys,
+                            sqlite_wal=config.sqlite_wal,
+                        )
+                    )
                 created = self.created
         return created
+
+
+class FlaskIntegration:
+    """Gives a Database's units the current app's engine and app context."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.apps: weakref.WeakKeyDictionary[Flask, AppState] = weakref.WeakKeyDictionary()
+        self._last: tuple[weakref.ref[Flask], AppState] | None = None
+
+    def state(self, app: Flask) -> AppState | None:
+        """The state of ``app``, or None when it is not registered but the Database has a URL."""
+        cached = self._last
+        if cached is not None and cached[0]() is app:
+            return cached[1]
+        state = self.apps.get(app)
+        if state is None:
+            if self.db.url is None:
+                raise UnitOfWorkError(
+                    f"The current Flask app {app.name!r} is not registered with this Database. "
+                    "Did you forget to call db.init_app(app) in the app factory?"
+                )
+            return None
+        self._last = (weakref.ref(app), state)
+        return state
+
+    def current_engines(self) -> EngineVariants | None:
+        context = _cv_app.get(None)
+        if context is None:
+            return None
+        state = self.state(context.app)
+        return state.variants() if state is not None else None
+
+    def current_scope(self) -> object | None:
+        return _cv_app.get(None)
+
+    def created_engines(self) -> list[EngineVariants]:
+        return [state.created for state in list(self.apps.values()) if state.created]
 
 
 def register(db: Database, app: Flask) -> None:
     """Attach ``db`` to ``app``: config, request hooks, teardown, CLI and shell context."""
     from ._cli import uow_cli
-    from ._database import check_session_options
 
     if EXTENSION_KEY in app.extensions:
         raise UnitOfWorkError(
             f"The Flask app {app.name!r} is already registered with a flask-uow Database "
             f"({app.extensions[EXTENSION_KEY]!r}). Call init_app once per app."
         )
-    config = app.config
-    url = config.get("UOW_DATABASE_URL") or db.url or _default_sqlite_url(app)
-    engine_options = {**db.engine_options, **config.get("UOW_ENGINE_OPTIONS", {})}
-    session_options = config.get("UOW_SESSION_OPTIONS")
-    if session_options:
+    integration = db.runtime.integration
+    if integration is None:
+        integration = FlaskIntegration(db)
+        db.runtime.attach(integration)
+    if not isinstance(integration, FlaskIntegration):
+        raise UnitOfWorkError("This Database is already attached to another framework.")
+    config = read_config(
+        app.config,
+        instance_path=app.instance_path,
+        default_url=db.url,
+        default_engine_options=db.engine_options,
+        default_sqlite_foreign_keys=db.sqlite_foreign_keys,
+        default_sqlite_wal=db.sqlite_wal,
+    )
+    if config.session_options:
         # Session options are shared by every app: refuse ones that would differ silently.
-        merged = check_session_options({**db.session_options, **session_options})
-        if db._apps and merged != db.session_options:
+        merged = {**db.session_options, **config.session_options}
+        if integration.apps and merged != db.session_options:
             raise UnitOfWorkError(
                 "UOW_SESSION_OPTIONS differ between apps sharing one Database; pass "
                 "session_options to Database() instead."
             )
         db.session_options = merged
-    per_request = bool(config.get("UOW_PER_REQUEST", False))
-    db._apps[app] = AppState(sa.make_url(url), engine_options, per_request)
-    db._has_apps = True
+    integration.apps[app] = AppState(config)
     app.extensions[EXTENSION_KEY] = db
 
-    if per_request:
-        app.before_request(lambda: _begin_request_unit(db))
-        app.after_request(lambda response: _end_request_unit(db, response))
-        app.teardown_request(lambda error: _abort_request_unit(db, error))
+    if config.per_request:
+        _install_request_unit(db, app)
     app.teardown_appcontext(lambda error: end_leaked_units(db))
     app.cli.add_command(uow_cli)
     app.shell_context_processor(lambda: {"db": db})
 
 
-def _default_sqlite_url(app: Flask) -> str:
-    os.makedirs(app.instance_path, exist_ok=True)
-    return "sqlite:///" + os.path.join(app.instance_path, "app.db")
+def _install_request_unit(db: Database, app: Flask) -> None:
+    # request_started is sent before any before_request hook runs, whatever order the
+    # hooks, blueprints and extensions were registered in.
+    def begin(sender: Flask, **extra: Any) -> None:
+        unit = UnitOfWork(
+            db.runtime, origin=f"the per-request unit of {request.method} {request.path}"
+        )
+        unit.__enter__()
+        setattr(g, _REQUEST_UNIT, unit)
 
+    request_started.connect(begin, app, weak=False)
+    app.after_request(lambda response: _end_request_unit(db, response))
+    app.teardown_request(lambda error: _abort_request_unit(error))
 
-def current_context() -> AppContext | None:
-    """The active app context, or None (one ContextVar lookup)."""
-    return _cv_app.get(None)
+    # An exception raised by a before_request hook or the view rolls the request back,
+    # whatever status its error handler answers (a redirect to a login page, say). Flask
+    # offers no hook for handled exceptions, so the app's own handler is wrapped.
+    handle_user_exception = app.handle_user_exception
 
+    def roll_back_then_handle(error: Exception) -> Any:
+        unit: UnitOfWork | None = g.get(_REQUEST_UNIT)
+        if unit is not None and unit.state is UnitState.ACTIVE:
+            unit.set_rollback()
+        return handle_user_exception(error)
 
-def current_state(db: Database, context: AppContext | None) -> AppState | None:
-    """The state of the app of ``context``, or None outside an app context."""
-    if context is None:
-        return None
-    app = context.app
-    cached = db._last_app
-    if cached is not None and cached[0]() is app:
-        return cached[1]
-    state = db._apps.get(app)
-    if state is None:
-        if db.url is None:
-            raise UnitOfWorkError(
-                f"The current Flask app {app.name!r} is not registered with this Database. Did "
-                "you forget to call db.init_app(app) in the app factory?"
-            )
-        return None
-    db._last_app = (weakref.ref(app), state)
-    return state
-
-
-def note_app_context(unit: UnitOfWork, context: AppContext | None) -> None:
-    """Remember which app context an outermost unit was opened in, and where."""
-    if context is not None:
-        unit._app_context = context
-        unit._note_origin()
-
-
-def end_leaked_units(db: Database) -> None:
-    """Roll back units opened in the app context that is ending, warning where they began."""
-    stack = db._stack.get()
-    if not stack:
-        return
-    context = current_context()
-    for unit in reversed(stack):
-        if unit._app_context is context and unit.is_outermost:
-            warnings.warn(
-                f"flask-uow: a unit of work opened at {unit.opened_at} was still open when the "
-                "app context ended; it was rolled back. End units with 'with "
-                "db.unit_of_work():' or '@db.transactional' so that they close on every path; "
-                "for a streaming response, wrap the generator in stream_with_context().",
-                UnitOfWorkWarning,
-                stacklevel=2,
-            )
-            for above in db._stack.get()[::-1]:
-                if above is unit:
-                    break
-                db._pop(above)
-            unit._abandon()
-
-
-def _begin_request_unit(db: Database) -> None:
-    unit = db.unit_of_work()
-    unit.__enter__()
-    setattr(g, _REQUEST_UNIT, unit)
+    app.handle_user_exception = roll_back_then_handle  # type: ignore[method-assign,assignment]
 
 
 def _end_request_unit(db: Database, response: Response) -> Response:
     unit: UnitOfWork | None = g.pop(_REQUEST_UNIT, None)
-    if unit is not None:
-        if response.status_code >= 400:
-            unit.set_rollback()
-        unit.__exit__(None, None, None)
+    if unit is None:
+        return response
+    leaked = _units_above(db, unit)
+    for above in reversed(leaked):
+        _warn_leaked(above)
+        above.abandon()
+    if response.status_code >= 400 and unit.state is UnitState.ACTIVE:
+        unit.set_rollback()
+    unit.__exit__(None, None, None)
     return response
 
 
-def _abort_request_unit(db: Database, error: BaseException | None) -> None:
+def _units_above(db: Database, unit: UnitOfWork) -> list[UnitOfWork]:
+    units = live_units(db.runtime)
+    for index, candidate in enumerate(units):
+        if candidate is unit:
+            return units[index + 1 :]
+    return []
+
+
+def _abort_request_unit(error: BaseException | None) -> None:
     unit: UnitOfWork | None = g.pop(_REQUEST_UNIT, None)
     if unit is None:
         return
@@ -174,3 +197,28 @@ def _abort_request_unit(db: Database, error: BaseException | None) -> None:
             unit.__exit__(type(error), error, error.__traceback__)
     except Exception:
         logger.exception("flask-uow: ending the request's unit of work failed")
+
+
+def end_leaked_units(db: Database) -> None:
+    """Roll back units opened in the app context that is ending, warning where they began.
+
+    Outermost, joined and savepoint units alike: whatever they touched is rolled back.
+    """
+    context: AppContext | None = _cv_app.get(None)
+    leaked = [unit for unit in live_units(db.runtime) if unit.scope is context]
+    for unit in reversed(leaked):
+        if unit.state is not UnitState.ACTIVE:
+            continue
+        _warn_leaked(unit)
+        unit.abandon()
+
+
+def _warn_leaked(unit: UnitOfWork) -> None:
+    warnings.warn(
+        f"flask-uow: a unit of work opened at {unit.opened_at} was still open when its "
+        "request or app context ended; it was rolled back. End units with 'with "
+        "db.unit_of_work():' or '@db.transactional' so that they close on every path; for a "
+        "streaming response, wrap the generator in stream_with_context().",
+        UnitOfWorkWarning,
+        stacklevel=2,
+    )

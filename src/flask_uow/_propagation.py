@@ -19,3 +19,12 @@ class Propagation(enum.Enum):
 
     MANDATORY = "mandatory"
     """Join the active unit, or raise ``NoActiveUnitOfWork`` when there is none."""
+
+    SUPPORTS = "supports"
+    """Join the active unit if there is one; otherwise run with no unit (``db.session`` raises)."""
+
+    NOT_SUPPORTED = "not_supported"
+    """Suspend the active unit for the duration: the code inside runs with no unit at all."""
+
+    NEVER = "never"
+    """Run with no unit, and raise ``UnitOfWorkError`` if a unit is active."""

@@ -12,25 +12,43 @@ class UnitStats:
 
     Only outermost units (those that own a transaction, REQUIRES_NEW ones included) are
     counted; joined units and savepoints are part of their outermost unit's transaction.
-    A read-only unit that finishes normally counts as committed, although it ends with
-    ROLLBACK, because nothing went wrong.
+    Every ended unit is counted once, under the way it ended:
+
+    - ``committed``: a read-write unit whose COMMIT succeeded;
+    - ``read_only``: a read-only unit that ended normally (it ends with ROLLBACK, and there
+      was nothing to write);
+    - ``rolled_back``: any unit that ended with ROLLBACK because of an error,
+      ``set_rollback()``, a doomed transaction or the safety net;
+    - ``outcome_unknown``: the connection was lost while COMMIT was on its way.
     """
 
     started: int
     committed: int
     rolled_back: int
     retried: int
+    read_only: int = 0
+    outcome_unknown: int = 0
 
     @property
     def active(self) -> int:
         """Outermost units entered and not yet ended."""
-        return self.started - self.committed - self.rolled_back
+        return (
+            self.started - self.committed - self.rolled_back - self.read_only - self.outcome_unknown
+        )
 
 
 class Counters:
     """Mutable counters behind ``Database.stats``."""
 
-    __slots__ = ("_lock", "started", "committed", "rolled_back", "retried")
+    __slots__ = (
+        "_lock",
+        "started",
+        "committed",
+        "rolled_back",
+        "retried",
+        "read_only",
+        "outcome_unknown",
+    )
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -38,17 +56,28 @@ class Counters:
         self.committed = 0
         self.rolled_back = 0
         self.retried = 0
+        self.read_only = 0
+        self.outcome_unknown = 0
 
     def count_start(self) -> None:
         with self._lock:
             self.started += 1
 
-    def count_end(self, *, committed: bool) -> None:
+    def count_committed(self) -> None:
         with self._lock:
-            if committed:
-                self.committed += 1
-            else:
-                self.rolled_back += 1
+            self.committed += 1
+
+    def count_read_only(self) -> None:
+        with self._lock:
+            self.read_only += 1
+
+    def count_rolled_back(self) -> None:
+        with self._lock:
+            self.rolled_back += 1
+
+    def count_outcome_unknown(self) -> None:
+        with self._lock:
+            self.outcome_unknown += 1
 
     def count_retry(self) -> None:
         with self._lock:
@@ -56,4 +85,11 @@ class Counters:
 
     def snapshot(self) -> UnitStats:
         with self._lock:
-            return UnitStats(self.started, self.committed, self.rolled_back, self.retried)
+            return UnitStats(
+                self.started,
+                self.committed,
+                self.rolled_back,
+                self.retried,
+                self.read_only,
+                self.outcome_unknown,
+            )

@@ -3,34 +3,62 @@
 from __future__ import annotations
 
 import enum
-import os
-import sys
+from contextvars import Token
 from threading import get_ident
-from types import CodeType, FrameType, TracebackType
+from types import CodeType, TracebackType
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import SessionTransaction
 
 from ._engines import normalize_isolation_level
-from ._errors import NoActiveUnitOfWork, ReadOnlyViolation, UnexpectedRollback, UnitOfWorkError
-from ._hooks import Hook, logger, run_hooks
+from ._errors import (
+    CommitOutcomeUnknown,
+    NoActiveUnitOfWork,
+    ReadOnlyViolation,
+    UnexpectedRollback,
+    UnitOfWorkError,
+)
+from ._hooks import Hook, check_hook, logger, run_hooks
 from ._propagation import Propagation
 from ._retry import is_transient
-from ._session import UnitSession, end_close, end_commit, end_rollback
+from ._session import (
+    UnitSession,
+    end_close,
+    end_commit,
+    end_rollback,
+    failed_in_commit,
+    rollback_savepoint,
+    transaction_aborted,
+)
 
 if TYPE_CHECKING:
-    from ._database import Database
     from ._engines import EngineVariants
+    from ._runtime import Runtime
 
-_PACKAGE_DIR = os.path.dirname(__file__)
+Origin = tuple[CodeType, int] | str | None
+"""Where a unit was opened: a code object and line, a description, or unknown."""
 
 
 class UnitState(enum.Enum):
-    """Where a unit is in its life: it moves NEW -> ACTIVE -> ENDED, once."""
+    """Where a unit is in its life. The moves allowed are in ``TRANSITIONS``."""
 
     NEW = "new"
+    """Created, not entered yet."""
     ACTIVE = "active"
+    """Entered: its session (or its transaction's) may be used."""
+    INVALIDATED = "invalidated"
+    """A unit entered before it ended first; it is no longer usable and raises when ended."""
     ENDED = "ended"
+    """Left; as if it had never been entered, in every context."""
+
+
+TRANSITIONS: dict[UnitState, frozenset[UnitState]] = {
+    UnitState.NEW: frozenset({UnitState.ACTIVE}),
+    UnitState.ACTIVE: frozenset({UnitState.ENDED, UnitState.INVALIDATED}),
+    UnitState.INVALIDATED: frozenset({UnitState.ENDED}),
+    UnitState.ENDED: frozenset(),
+}
+"""The whole life of a unit: NEW -> ACTIVE -> ENDED, or ACTIVE -> INVALIDATED -> ENDED."""
 
 
 class UnitKind(enum.Enum):
@@ -45,57 +73,108 @@ class UnitKind(enum.Enum):
     JOINED = "joined"
     """Shares the active unit's transaction: a failure dooms it, success changes nothing."""
 
+    NONE = "none"
+    """Runs with no transaction at all (SUPPORTS with nothing to join, NOT_SUPPORTED, NEVER)."""
+
+
+class Outcome(enum.Enum):
+    """How a unit ended, decided once when it ends."""
+
+    COMMITTED = "committed"
+    """An outermost read-write unit whose COMMIT succeeded (or that had nothing to send)."""
+    READ_ONLY = "read_only"
+    """An outermost read-only unit that ended normally: ROLLBACK, with nothing to write."""
+    ROLLED_BACK = "rolled_back"
+    """Ended with ROLLBACK (or, joined, dooming its transaction) because of an error,
+    ``set_rollback()``, an out-of-order exit or a safety net."""
+    DOOMED = "doomed"
+    """Was leaving normally, but its transaction could not commit: ``UnexpectedRollback``."""
+    OUTCOME_UNKNOWN = "outcome_unknown"
+    """The connection was lost while COMMIT was on its way: ``CommitOutcomeUnknown``."""
+    RELEASED = "released"
+    """A savepoint released: its work is now part of the enclosing transaction."""
+    JOINED = "joined"
+    """A joined unit left normally: the transaction it joined decides."""
+    NO_TRANSACTION = "no_transaction"
+    """A unit that ran with no transaction ended."""
+
+
+_END_OF_OUTERMOST = {
+    Outcome.COMMITTED: "count_committed",
+    Outcome.READ_ONLY: "count_read_only",
+    Outcome.ROLLED_BACK: "count_rolled_back",
+    Outcome.DOOMED: "count_rolled_back",
+    Outcome.OUTCOME_UNKNOWN: "count_outcome_unknown",
+}
+
+_WITHOUT_UNIT = frozenset({Propagation.SUPPORTS, Propagation.NOT_SUPPORTED, Propagation.NEVER})
+_NEVER_JOIN_FOREIGN = frozenset({Propagation.REQUIRES_NEW, *_WITHOUT_UNIT})
+
 
 class UnitOfWork:
     """One transaction boundary. Create it with ``db.unit_of_work()`` and use it in ``with``.
 
     Entering decides, from its propagation and the unit already active in this thread,
-    whether it starts a transaction (outermost), opens a SAVEPOINT, or joins. Ending it:
+    whether it starts a transaction (outermost), opens a SAVEPOINT, joins, or runs with no
+    transaction. Ending it:
 
     - an outermost unit leaving normally COMMITs, then closes its session and runs its
       ``on_commit`` hooks; leaving with any exception, or after ``set_rollback()``, it
       ROLLs BACK, closes and runs its ``on_rollback`` hooks. The exception is re-raised
-      unchanged.
+      unchanged. If its transaction can no longer commit (a joined unit failed, a flush or
+      a PostgreSQL statement failed and was caught), it rolls back and raises
+      ``UnexpectedRollback``; if the connection is lost during COMMIT it raises
+      ``CommitOutcomeUnknown``.
     - a savepoint unit leaving normally releases the SAVEPOINT and hands its hooks to the
-      enclosing unit; otherwise it rolls back to the SAVEPOINT and discards its hooks.
+      enclosing unit; otherwise it rolls back to the SAVEPOINT, releases it and discards
+      its hooks.
     - a joined unit leaving with an exception, or after ``set_rollback()``, dooms the
       transaction it joined, which then rolls back and raises ``UnexpectedRollback`` if it
       was leaving normally. Nothing is rolled back silently.
 
-    A unit is used once and only in the thread that entered it.
+    Units end in the reverse order of entering them. A unit ended while units entered after
+    it are still active invalidates them (they raise when used or ended), rolls back and
+    raises ``UnitOfWorkError``. A unit is used once and only in the thread that entered it.
     """
 
     __slots__ = (
         "propagation",
         "read_only",
         "isolation_level",
-        "_db",
+        "_runtime",
         "_state",
         "_kind",
+        "_outcome",
         "_thread",
         "_root",
         "_owner",
+        "_enclosing",
         "_session",
         "_savepoint",
         "_commit_hooks",
         "_rollback_hooks",
+        "_unknown_hooks",
         "_rollback_requested",
         "_doomed_by",
         "_failed_during_commit",
-        "_opened_at",
-        "_app_context",
+        "_origin",
+        "_scope",
         "_engines",
         "_retries_left",
-        "_enclosing",
+        "_token",
+        "_depth",
+        "_invalidated_by",
     )
 
     def __init__(
         self,
-        db: Database,
+        runtime: Runtime,
         *,
         propagation: Propagation = Propagation.REQUIRED,
         read_only: bool = False,
         isolation_level: str | None = None,
+        origin: Origin = None,
+        retries_left: int = 0,
     ) -> None:
         if not isinstance(propagation, Propagation):
             raise TypeError(
@@ -109,24 +188,29 @@ class UnitOfWork:
         """Whether this unit refuses writes and never commits."""
         self.isolation_level = isolation_level
         """The transaction isolation level asked for, or None for the engine's default."""
-        self._db = db
+        self._runtime = runtime
         self._state = UnitState.NEW
         self._kind: UnitKind | None = None
-        self._thread = get_ident()
-        self._root: UnitOfWork = self
-        self._owner: UnitOfWork = self
+        self._outcome: Outcome | None = None
+        self._thread = 0
+        self._root: UnitOfWork = self  # the outermost unit whose session this unit uses
+        self._owner: UnitOfWork = self  # the unit whose hooks and doom this unit shares
+        self._enclosing: UnitOfWork | None = None  # a savepoint's enclosing owner
         self._session: UnitSession | None = None
         self._savepoint: SessionTransaction | None = None
         self._commit_hooks: list[Hook] = []
         self._rollback_hooks: list[Hook] = []
+        self._unknown_hooks: list[Hook] = []
         self._rollback_requested = False
         self._doomed_by: BaseException | str | None = None
         self._failed_during_commit = False
-        self._opened_at: tuple[CodeType, int] | None = None
-        self._app_context: object | None = None
+        self._origin = origin
+        self._scope: object | None = None
         self._engines: EngineVariants | None = None
-        self._retries_left = 0
-        self._enclosing: UnitOfWork | None = None  # a savepoint's enclosing owner
+        self._retries_left = retries_left
+        self._token: Token[tuple[UnitOfWork, ...]] | None = None
+        self._depth = 0
+        self._invalidated_by: UnitOfWork | None = None
 
     def __repr__(self) -> str:
         kind = self._kind.value if self._kind else "not entered"
@@ -141,6 +225,8 @@ class UnitOfWork:
         The first SQL it runs checks a connection out of the pool; a unit that runs none
         never touches the database.
         """
+        if self._state is not UnitState.ACTIVE:
+            raise UnitOfWorkError(self._not_active("its session exists only inside it"))
         root = self._root
         if root._thread != get_ident():
             raise UnitOfWorkError(
@@ -148,20 +234,49 @@ class UnitOfWork:
                 "between threads. Open a unit in this thread instead (db.unit_of_work() or "
                 "@db.transactional); pass ids, not ORM objects or sessions, to other threads."
             )
-        if self._state is not UnitState.ACTIVE:
-            raise UnitOfWorkError(
-                f"This unit of work is {self._state.value}: its session exists only inside its "
-                "'with' block or decorated function. Open a new unit to run more queries."
-            )
+        if self._kind is UnitKind.NONE:
+            raise NoActiveUnitOfWork(self._no_transaction_message())
         session = root._session
         if session is None:
-            session = root._session = self._db._new_session(root)
+            session = root._session = root._open_session()
         return session
+
+    @property
+    def state(self) -> UnitState:
+        """Where this unit is in its life."""
+        return self._state
+
+    @property
+    def kind(self) -> UnitKind | None:
+        """What entering this unit did, or None before it is entered."""
+        return self._kind
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """How this unit ended, or None while it has not ended."""
+        return self._outcome
 
     @property
     def is_outermost(self) -> bool:
         """True when this unit owns its transaction (it will COMMIT or ROLLBACK)."""
         return self._kind is UnitKind.OUTERMOST
+
+    @property
+    def will_roll_back(self) -> bool:
+        """True when this unit's transaction can no longer commit: it will end with ROLLBACK."""
+        owner = self._owner
+        return (
+            self._rollback_requested
+            or owner._rollback_requested
+            or owner._doomed_by is not None
+            or self._root._rollback_requested
+            or self._root._doomed_by is not None
+        )
+
+    @property
+    def scope(self) -> object | None:
+        """What the framework integration said this unit was opened in (a Flask app context)."""
+        return self._scope
 
     def on_commit(self, callback: Hook) -> None:
         """Call ``callback()`` once after the transaction COMMITs and its session is closed.
@@ -169,13 +284,19 @@ class UnitOfWork:
         Registered in a joined unit or a savepoint, it belongs to the transaction that
         finally commits; it never runs if that transaction rolls back.
         """
-        self._require_active("on_commit")
-        self._owner._commit_hooks.append(callback)
+        self._owner_for_hooks("on_commit", callback)._commit_hooks.append(callback)
 
     def on_rollback(self, callback: Hook) -> None:
         """Call ``callback()`` once after the transaction ROLLs BACK and its session is closed."""
-        self._require_active("on_rollback")
-        self._owner._rollback_hooks.append(callback)
+        self._owner_for_hooks("on_rollback", callback)._rollback_hooks.append(callback)
+
+    def on_outcome_unknown(self, callback: Hook) -> None:
+        """Call ``callback()`` once if the connection is lost while COMMIT is on its way.
+
+        Then nobody knows whether the server committed; neither ``on_commit`` nor
+        ``on_rollback`` hooks run, and ``CommitOutcomeUnknown`` is raised.
+        """
+        self._owner_for_hooks("on_outcome_unknown", callback)._unknown_hooks.append(callback)
 
     def set_rollback(self) -> None:
         """End this unit with ROLLBACK instead of COMMIT, without raising an exception.
@@ -183,8 +304,51 @@ class UnitOfWork:
         On an outermost unit or a savepoint this quietly rolls back its own work. On a
         joined unit it dooms the transaction it joined (see ``UnexpectedRollback``).
         """
-        self._require_active("set_rollback")
+        self._require_transaction("set_rollback")
         self._rollback_requested = True
+
+    @property
+    def opened_at(self) -> str | None:
+        """Where this unit was opened: ``file:line in function``, or a description."""
+        origin = self._origin
+        if origin is None or isinstance(origin, str):
+            return origin
+        code, line = origin
+        return f"{code.co_filename}:{line} in {code.co_name}"
+
+    def will_retry(self, error: BaseException) -> bool:
+        """True when ``@db.transactional(retries=...)`` will run this unit again after ``error``.
+
+        An attempt that will be retried is invisible: none of its hooks run.
+        """
+        return (
+            self._retries_left > 0
+            and self._kind is UnitKind.OUTERMOST
+            and is_transient(error, during_commit=self._failed_during_commit)
+        )
+
+    @property
+    def failed_during_commit(self) -> bool:
+        """True when the COMMIT statement itself failed (not a flush or a statement before it)."""
+        return self._failed_during_commit
+
+    def abandon(self) -> None:
+        """End this unit from outside its ``with`` block: roll back what it touched.
+
+        For safety nets (a Flask app context ending, ``flask_uow.testing.isolated()``):
+        an outermost unit rolls back, closes and runs its ``on_rollback`` hooks; a savepoint
+        rolls back to its SAVEPOINT; a joined unit dooms the transaction it joined. Units
+        entered after it that are still active are abandoned first.
+        """
+        if self._state is UnitState.INVALIDATED:
+            self._move(UnitState.ENDED)
+            return
+        if self._state is not UnitState.ACTIVE:
+            return
+        for above in reversed(self._units_above()):
+            above.abandon()
+        reason = UnitOfWorkError(f"the unit of work opened at {self.opened_at} was never ended")
+        self._end_by_kind(reason)
 
     # -- entering ----------------------------------------------------------------------------
 
@@ -194,39 +358,139 @@ class UnitOfWork:
                 "A UnitOfWork can be entered only once; call db.unit_of_work() for a new one."
             )
         self._thread = me = get_ident()
-        db = self._db
+        runtime = self._runtime
         propagation = self.propagation
-        stack = db._stack.get()
-        active = stack[-1] if stack else None
-        if active is not None and active._thread != me:
-            # A context copied from another thread: never share that thread's session.
-            active = db._active(allow_foreign=propagation is Propagation.REQUIRES_NEW)
-        if active is None or propagation is Propagation.REQUIRES_NEW:
+        stack = runtime.units.get()
+        active: UnitOfWork | None = None
+        if stack:
+            top = stack[-1]
+            if top._state is UnitState.ACTIVE and top._thread == me:
+                active = top if top._kind is not UnitKind.NONE else None
+            else:
+                active = _active_for_entry(stack, me, propagation)
+        if propagation in _WITHOUT_UNIT:
+            self._enter_without_unit(active)
+        elif active is None or propagation is Propagation.REQUIRES_NEW:
             if propagation is Propagation.MANDATORY:
                 raise NoActiveUnitOfWork(
                     "A unit with propagation=MANDATORY needs an active unit of work to join, and "
                     "none is active in this thread. Call it from inside 'with db.unit_of_work():' "
                     "or a @db.transactional function."
                 )
-            db._begin_outermost(self)
-            self._kind = UnitKind.OUTERMOST
+            self._begin_outermost(stack)
         else:
-            if active._root.read_only and not self.read_only:
-                raise ReadOnlyViolation(
-                    "A read-write unit of work cannot join a read-only one. Give the inner call "
-                    "read_only=True, or open the outer unit with read_only=False."
-                )
-            self._root = active._root
-            if propagation is Propagation.NESTED:
-                self._savepoint = active.session.begin_nested()
-                self._enclosing = active._owner
-                self._kind = UnitKind.SAVEPOINT
-            else:
-                self._owner = active._owner
-                self._kind = UnitKind.JOINED
-        self._state = UnitState.ACTIVE
-        db._stack.set((*stack, self))
+            self._join(active)
+        self._move(UnitState.ACTIVE)
+        scope = runtime.scope
+        if scope is not None:
+            self._scope = scope()
+        self._depth = len(stack)
+        self._token = runtime.units.set((*stack, self))
+        if runtime.observers:
+            for observer in runtime.observers:
+                observer.unit_entered(self)
         return self
+
+    def _enter_without_unit(self, active: UnitOfWork | None) -> None:
+        propagation = self.propagation
+        if active is not None and propagation is Propagation.NEVER:
+            raise UnitOfWorkError(
+                "A unit with propagation=NEVER must run outside any unit of work, and one is "
+                f"active (opened at {active.opened_at}). Call this code after that unit ends, "
+                "or give it another propagation."
+            )
+        if active is not None and propagation is Propagation.SUPPORTS:
+            self._join(active)
+            return
+        self._kind = UnitKind.NONE
+
+    def _begin_outermost(self, stack: tuple[UnitOfWork, ...]) -> None:
+        runtime = self._runtime
+        isolation = runtime.isolation
+        if isolation is None:
+            # Resolve the engine now, so that a missing URL fails at entry, not at first query.
+            self._engines = engines = runtime.engines()
+            if stack and engines.is_sqlite:
+                self._refuse_sqlite_self_deadlock(stack, engines)
+        elif isolation.thread != get_ident():
+            raise UnitOfWorkError(
+                "flask_uow.testing.isolated() holds one connection for the thread that entered "
+                "it; units in other threads cannot share it. Run threaded code under test "
+                "without isolated(), and clean up its data explicitly."
+            )
+        self._kind = UnitKind.OUTERMOST
+        runtime.counters.count_start()
+
+    def _refuse_sqlite_self_deadlock(
+        self, stack: tuple[UnitOfWork, ...], engines: EngineVariants
+    ) -> None:
+        # SQLite has one writer at a time. Decided from the modes of the units involved, not
+        # from whether the outer unit already ran SQL: a read-write outer unit may take the
+        # write lock at any time, and a new writer in the same thread would wait for it
+        # forever. In rollback-journal mode a reader blocks a writer's COMMIT too. An
+        # in-memory database has one connection, which cannot hold two transactions.
+        me = self._thread
+        wal = engines.wal
+        for other in stack:
+            if (
+                other._state is not UnitState.ACTIVE
+                or other._thread != me
+                or other._kind is not UnitKind.OUTERMOST
+                or other._engines is not engines
+            ):
+                continue
+            if engines.is_memory or (not self.read_only and (not other.read_only or not wal)):
+                raise UnitOfWorkError(
+                    "On SQLite a unit of work that writes cannot start its own transaction inside "
+                    "another unit of the same thread that may hold the database lock (the one "
+                    f"opened at {other.opened_at}): it would wait for its own thread. Run the "
+                    "independent work after the outer unit ends (an on_commit hook is a good "
+                    "place), open it with read_only=True if it only reads, or use PostgreSQL "
+                    "or MariaDB."
+                )
+
+    def _join(self, active: UnitOfWork) -> None:
+        root = active._root
+        if root.read_only and not self.read_only:
+            raise ReadOnlyViolation(
+                "A read-write unit of work cannot join a read-only one. Give the inner call "
+                "read_only=True, or open the outer unit with read_only=False."
+            )
+        level = self.isolation_level
+        if level is not None and level != root.isolation_level:
+            running = root.isolation_level or "the engine's default isolation level"
+            raise UnitOfWorkError(
+                f"This unit asks for isolation_level={level!r}, but it joins a transaction that "
+                f"already runs at {running}, and a transaction's isolation level cannot change. "
+                "Give the outermost unit that isolation level, or run this one in its own "
+                "transaction with propagation=Propagation.REQUIRES_NEW."
+            )
+        self._root = root
+        if self.propagation is Propagation.NESTED:
+            self._savepoint = active.session.begin_nested()
+            self._enclosing = active._owner
+            self._kind = UnitKind.SAVEPOINT
+        else:
+            self._owner = active._owner
+            self._kind = UnitKind.JOINED
+
+    def _open_session(self) -> UnitSession:
+        runtime = self._runtime
+        isolation = runtime.isolation
+        if isolation is not None:
+            session = runtime.session_class(
+                bind=isolation.connection,
+                join_transaction_mode="create_savepoint",
+                **runtime.session_options,
+            )
+        else:
+            engines = self._engines
+            assert engines is not None
+            bind = engines.for_unit(read_only=self.read_only, isolation_level=self.isolation_level)
+            session = runtime.session_class(bind=bind, **runtime.session_options)
+        session.flask_uow_unit = self
+        session.flask_uow_read_only = self.read_only
+        return session
 
     # -- ending ------------------------------------------------------------------------------
 
@@ -236,88 +500,167 @@ class UnitOfWork:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._state is not UnitState.ACTIVE:
-            raise UnitOfWorkError(f"This unit of work is {self._state.value}; it cannot end again.")
+        state = self._state
+        if state is not UnitState.ACTIVE:
+            if state is UnitState.INVALIDATED:
+                error = UnitOfWorkError(self._not_active("it cannot commit anything"))
+                self._move(UnitState.ENDED)
+                raise error
+            raise UnitOfWorkError(f"This unit of work is {state.value}; it cannot end again.")
+        above = self._units_above()
+        if above:
+            self._end_out_of_order(exc, above)
+        self._end_by_kind(exc)
+
+    def _end_by_kind(self, exc: BaseException | None) -> None:
         kind = self._kind
         if kind is UnitKind.OUTERMOST:
             self._end_outermost(exc)
         elif kind is UnitKind.SAVEPOINT:
             self._end_savepoint(exc)
-        else:
+        elif kind is UnitKind.JOINED:
             self._end_joined(exc)
+        else:
+            self._finish(Outcome.NO_TRANSACTION)
+
+    def _end_out_of_order(self, exc: BaseException | None, above: list[UnitOfWork]) -> None:
+        for unit in reversed(above):
+            unit._invalidate(self)
+        opened = "; ".join(str(unit.opened_at) for unit in above)
+        error = UnitOfWorkError(
+            f"The unit of work opened at {self.opened_at} ended while units of work entered "
+            f"after it were still active (opened at {opened}). Those were invalidated and this "
+            "unit's work was rolled back. End units in the reverse order of entering them: a "
+            "unit held open across a 'yield' must end before the code around the generator "
+            "ends its own unit (exhaust or close the generator first)."
+        )
+        self._end_by_kind(error)
+        raise error from exc
+
+    def _invalidate(self, ended_first: UnitOfWork) -> None:
+        self._invalidated_by = ended_first
+        self._move(UnitState.INVALIDATED)
+        self._outcome = Outcome.ROLLED_BACK
+        runtime = self._runtime
+        if self._kind is UnitKind.OUTERMOST:
+            self._discard(self._session)
+            runtime.counters.count_rolled_back()
+        for observer in runtime.observers:
+            observer.unit_ended(self)
+        if self._kind is UnitKind.OUTERMOST:
+            run_hooks(self._rollback_hooks, "on_rollback")
 
     def _end_joined(self, exc: BaseException | None) -> None:
-        self._finish()
         if exc is not None:
             self._owner._doomed_by = exc
         elif self._rollback_requested:
             self._owner._doomed_by = "set_rollback() was called in a joined unit"
+        self._finish(Outcome.JOINED if self._owner._doomed_by is None else Outcome.ROLLED_BACK)
 
     def _end_outermost(self, exc: BaseException | None) -> None:
         session = self._session
         if exc is None and self._doomed_by is None and not self._rollback_requested:
-            if session is not None:
-                try:
-                    # A read-only unit with pending changes fails here with
-                    # ReadOnlyViolation rather than dropping them silently.
-                    session.flush()
-                    if not self.read_only:
-                        self._failed_during_commit = True
-                        end_commit(session)
-                except BaseException as error:
-                    self._discard(session)
-                    self._finish()
-                    self._db._counters.count_end(committed=False)
-                    if not self.will_retry(error):
-                        run_hooks(self._rollback_hooks, "on_rollback")
-                    raise
-                self._close_quietly(session)
-            self._finish()
-            self._db._counters.count_end(committed=True)
-            if self._commit_hooks:
+            if session is None:
+                self._finish(Outcome.READ_ONLY if self.read_only else Outcome.COMMITTED)
                 run_hooks(self._commit_hooks, "on_commit")
+            elif self.read_only:
+                self._end_read_only(session)
+            else:
+                self._commit(session)
             return
         self._discard(session)
-        self._finish()
-        self._db._counters.count_end(committed=False)
+        if exc is None and not self._rollback_requested:
+            self._finish(Outcome.DOOMED)
+            run_hooks(self._rollback_hooks, "on_rollback")
+            raise self._unexpected_rollback()
+        self._finish(Outcome.ROLLED_BACK)
         if exc is None or not self.will_retry(exc):
             run_hooks(self._rollback_hooks, "on_rollback")
-        if exc is None and not self._rollback_requested:
-            raise self._unexpected_rollback()
+
+    def _end_read_only(self, session: UnitSession) -> None:
+        try:
+            # Pending changes fail here with ReadOnlyViolation rather than being dropped.
+            session.flush()
+        except BaseException:
+            self._discard(session)
+            self._finish(Outcome.ROLLED_BACK)
+            run_hooks(self._rollback_hooks, "on_rollback")
+            raise
+        self._close_quietly(session)
+        self._finish(Outcome.READ_ONLY)
+        run_hooks(self._commit_hooks, "on_commit")
+
+    def _commit(self, session: UnitSession) -> None:
+        if transaction_aborted(session):
+            self._discard(session)
+            self._finish(Outcome.DOOMED)
+            run_hooks(self._rollback_hooks, "on_rollback")
+            raise self._aborted()
+        try:
+            end_commit(session)
+        except BaseException as error:
+            during_commit = self._failed_during_commit = failed_in_commit(session, error)
+            self._discard(session)
+            if during_commit and getattr(error, "connection_invalidated", False):
+                self._finish(Outcome.OUTCOME_UNKNOWN)
+                run_hooks(self._unknown_hooks, "on_outcome_unknown")
+                raise CommitOutcomeUnknown(
+                    "The connection to the database was lost while COMMIT was on its way, so "
+                    "nobody knows whether the transaction committed. It is not retried. Check "
+                    "whether the work is there before doing it again, or make it idempotent "
+                    "(an idempotency key); on_outcome_unknown hooks ran, and neither on_commit "
+                    "nor on_rollback hooks did."
+                ) from error
+            self._finish(Outcome.ROLLED_BACK)
+            if not self.will_retry(error):
+                run_hooks(self._rollback_hooks, "on_rollback")
+            raise
+        self._close_quietly(session)
+        self._finish(Outcome.COMMITTED)
+        if self._commit_hooks:
+            run_hooks(self._commit_hooks, "on_commit")
 
     def _end_savepoint(self, exc: BaseException | None) -> None:
         savepoint = self._savepoint
-        assert savepoint is not None
+        session = self._root._session
+        assert savepoint is not None and session is not None
         if exc is None and self._doomed_by is None and not self._rollback_requested:
+            if not savepoint.is_active or transaction_aborted(session):
+                self._rollback_savepoint(session, savepoint)
+                self._finish(Outcome.DOOMED)
+                raise self._aborted()
             try:
                 savepoint.commit()
             except BaseException:
-                self._rollback_savepoint(savepoint)
-                self._finish()
+                self._rollback_savepoint(session, savepoint)
+                self._finish(Outcome.ROLLED_BACK)
                 raise
-            self._finish()
+            self._finish(Outcome.RELEASED)
             enclosing = self._enclosing
             assert enclosing is not None
             enclosing._commit_hooks.extend(self._commit_hooks)
             enclosing._rollback_hooks.extend(self._rollback_hooks)
+            enclosing._unknown_hooks.extend(self._unknown_hooks)
             return
-        self._rollback_savepoint(savepoint)
-        self._finish()
+        self._rollback_savepoint(session, savepoint)
         if exc is None and not self._rollback_requested:
+            self._finish(Outcome.DOOMED)
             raise self._unexpected_rollback()
+        self._finish(Outcome.ROLLED_BACK)
 
-    def _rollback_savepoint(self, savepoint: SessionTransaction) -> None:
-        # A flush that failed inside the savepoint leaves it deactivated but current;
-        # it still has to be rolled back for the enclosing transaction to go on.
-        if savepoint.session.get_nested_transaction() is savepoint:
-            try:
-                savepoint.rollback()
-            except Exception:
-                logger.warning(
-                    "flask-uow: rolling back to a savepoint failed; the enclosing transaction "
-                    "will fail too",
-                    exc_info=True,
-                )
+    def _rollback_savepoint(self, session: UnitSession, savepoint: SessionTransaction) -> None:
+        try:
+            rollback_savepoint(session, savepoint)
+        except Exception as error:
+            # The savepoint's work may still be in the transaction: it must not commit.
+            enclosing = self._enclosing
+            assert enclosing is not None
+            enclosing._doomed_by = error
+            logger.warning(
+                "flask-uow: rolling back to a savepoint failed; the enclosing transaction "
+                "will roll back too",
+                exc_info=True,
+            )
 
     def _discard(self, session: UnitSession | None) -> None:
         """Roll back and close, never raising: the caller's exception matters more."""
@@ -342,9 +685,86 @@ class UnitOfWork:
         except Exception:
             logger.warning("flask-uow: closing the session failed", exc_info=True)
 
-    def _finish(self) -> None:
-        self._state = UnitState.ENDED
-        self._db._pop(self)
+    def _finish(self, outcome: Outcome) -> None:
+        """Settle the outcome, leave the ambient stack and count: once, in one place."""
+        self._outcome = outcome
+        self._move(UnitState.ENDED)
+        self._leave_stack()
+        runtime = self._runtime
+        if self._kind is UnitKind.OUTERMOST:
+            getattr(runtime.counters, _END_OF_OUTERMOST[outcome])()
+        if runtime.observers:
+            for observer in runtime.observers:
+                observer.unit_ended(self)
+
+    def _move(self, state: UnitState) -> None:
+        if state not in TRANSITIONS[self._state]:
+            raise UnitOfWorkError(
+                f"A unit of work cannot go from {self._state.value} to {state.value}."
+            )
+        self._state = state
+
+    # -- the ambient stack -------------------------------------------------------------------
+
+    def _units_above(self) -> list[UnitOfWork]:
+        """Units entered after this one in this context that are still active."""
+        stack = self._runtime.units.get()
+        depth = self._depth
+        if len(stack) <= depth + 1 or stack[depth] is not self:
+            return []
+        return [unit for unit in stack[depth + 1 :] if unit._state is UnitState.ACTIVE]
+
+    def _leave_stack(self) -> None:
+        units = self._runtime.units
+        stack = units.get()
+        depth = self._depth
+        token = self._token
+        if len(stack) > depth and stack[depth] is self and token is not None:
+            try:
+                units.reset(token)
+            except (ValueError, RuntimeError):
+                # Entered in another context (a copy): this one only forgets it.
+                units.set(stack[:depth])
+        # Elsewhere (a context copied while it was active) it stays listed, ended: ignored.
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def _owner_for_hooks(self, what: str, callback: object) -> UnitOfWork:
+        check_hook(callback, what)
+        self._require_transaction(what)
+        return self._owner
+
+    def _require_transaction(self, what: str) -> None:
+        if self._state is not UnitState.ACTIVE:
+            raise UnitOfWorkError(
+                self._not_active(f"{what}() needs an active unit of work")
+            )
+        if self._kind is UnitKind.NONE:
+            raise NoActiveUnitOfWork(
+                f"{what}() needs a transaction, and this unit runs with none "
+                f"(propagation={self.propagation.name}). {self._no_transaction_message()}"
+            )
+
+    def _not_active(self, consequence: str) -> str:
+        if self._state is UnitState.INVALIDATED:
+            ended_first = self._invalidated_by
+            where = ended_first.opened_at if ended_first is not None else None
+            return (
+                f"This unit of work was invalidated, and {consequence}: the unit opened at "
+                f"{where}, entered before it, ended first and rolled back. End units in the "
+                "reverse order of entering them."
+            )
+        return (
+            f"This unit of work is {self._state.value}, and {consequence}: use it inside its "
+            "'with' block or decorated function, or open a new unit to run more queries."
+        )
+
+    def _no_transaction_message(self) -> str:
+        return (
+            f"Code running under propagation={self.propagation.name} has no unit of work, so "
+            "there is no session to use. Open one for the work that needs the database "
+            "(db.unit_of_work() or @db.transactional), or use another propagation."
+        )
 
     def _unexpected_rollback(self) -> UnexpectedRollback:
         cause = self._doomed_by
@@ -360,48 +780,81 @@ class UnitOfWork:
             error.__cause__ = cause
         return error
 
-    def _require_active(self, what: str) -> None:
-        if self._state is not UnitState.ACTIVE:
-            raise UnitOfWorkError(
-                f"{what}() needs an active unit of work, and this one is {self._state.value}. "
-                "Call it inside the unit's 'with' block or decorated function."
-            )
-
-    def _abandon(self) -> None:
-        """Roll back an outermost unit that was never ended (its context is going away)."""
-        self._discard(self._session)
-        self._finish()
-        self._db._counters.count_end(committed=False)
-        run_hooks(self._rollback_hooks, "on_rollback")
-
-    def _note_origin(self) -> None:
-        """Remember the first caller outside flask-uow, to name it in warnings."""
-        frame: FrameType | None = sys._getframe(1)
-        while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-            frame = frame.f_back
-        if frame is not None:
-            self._opened_at = (frame.f_code, frame.f_lineno)
-
-    @property
-    def opened_at(self) -> str | None:
-        """Where this unit was entered (file:line in function), recorded in Flask app contexts."""
-        if self._opened_at is None:
-            return None
-        code, line = self._opened_at
-        return f"{code.co_filename}:{line} in {code.co_name}"
-
-    def will_retry(self, error: BaseException) -> bool:
-        """True when ``@db.transactional(retries=...)`` will run this unit again after ``error``.
-
-        An attempt that will be retried is invisible: none of its hooks run.
-        """
-        return (
-            self._retries_left > 0
-            and self._kind is UnitKind.OUTERMOST
-            and is_transient(error, during_commit=self._failed_during_commit)
+    def _aborted(self) -> UnexpectedRollback:
+        where = "savepoint" if self._kind is UnitKind.SAVEPOINT else "transaction"
+        return UnexpectedRollback(
+            f"The {where} was rolled back although this unit was leaving normally: a flush or "
+            "a statement inside it failed and the error was caught, which leaves a "
+            f"{where} that can no longer commit (PostgreSQL aborts it; SQLAlchemy needs a "
+            "rollback). Run the statement that may fail in its own savepoint, "
+            "'with db.unit_of_work(propagation=Propagation.NESTED):', and catch the error "
+            "outside that block; or let the error propagate."
         )
 
-    @property
-    def failed_during_commit(self) -> bool:
-        """True when the unit failed while sending COMMIT, so the outcome may be unknown."""
-        return self._failed_during_commit
+
+def _active_for_entry(
+    stack: tuple[UnitOfWork, ...], me: int, propagation: Propagation
+) -> UnitOfWork | None:
+    """The unit a new unit of this thread would join, skipping ended and invalidated ones."""
+    unit = innermost_live(stack)
+    if unit is None:
+        return None
+    if unit._thread != me:
+        if propagation in _NEVER_JOIN_FOREIGN:
+            return None
+        raise UnitOfWorkError(
+            "The active unit of work was opened in another thread (this thread's context "
+            "was copied from it), and a Session must not be shared between threads. Open a "
+            "new unit here with propagation=Propagation.REQUIRES_NEW, or start the thread "
+            "without copying the context."
+        )
+    return unit if unit._kind is not UnitKind.NONE else None
+
+
+def innermost_live(stack: tuple[UnitOfWork, ...]) -> UnitOfWork | None:
+    """The innermost unit of ``stack`` that is still active, of any thread."""
+    for unit in reversed(stack):
+        if unit._state is UnitState.ACTIVE:
+            return unit
+    return None
+
+
+def current_unit(runtime: Runtime) -> UnitOfWork | None:
+    """The innermost active unit of this thread that has a transaction, or None."""
+    stack = runtime.units.get()
+    if not stack:
+        return None
+    unit = stack[-1]
+    if unit._state is not UnitState.ACTIVE:
+        found = innermost_live(stack)
+        if found is None:
+            return None
+        unit = found
+    if unit._thread != get_ident() or unit._kind is UnitKind.NONE:
+        return None
+    return unit
+
+
+def why_no_session(runtime: Runtime) -> str:
+    """Explain why ``db.session`` has nothing to resolve to here, and what to do."""
+    unit = innermost_live(runtime.units.get())
+    if unit is not None and unit._thread != get_ident():
+        return (
+            "db.session was used in a thread whose context was copied from another thread's "
+            "unit of work, and a Session must not be shared between threads. Open a unit here "
+            "with propagation=Propagation.REQUIRES_NEW (or @db.transactional on the function "
+            "the thread runs, with that propagation), or start the thread without copying the "
+            "context."
+        )
+    if unit is not None and unit._kind is UnitKind.NONE:
+        return unit._no_transaction_message()
+    return (
+        "db.session was used outside a unit of work, so there is no transaction to run in. "
+        "Open one around the calling code: decorate the service function with "
+        "@db.transactional, or wrap the call in 'with db.unit_of_work():'."
+    )
+
+
+def live_units(runtime: Runtime) -> list[UnitOfWork]:
+    """The active units of this context, outermost first (for safety nets)."""
+    return [unit for unit in runtime.units.get() if unit._state is UnitState.ACTIVE]

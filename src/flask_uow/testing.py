@@ -7,7 +7,6 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from secrets import token_hex
 from threading import get_ident
@@ -18,10 +17,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.orm import SessionTransaction
 
-from ._database import Database, Isolation
+from ._database import Database
 from ._errors import UnitOfWorkError
+from ._runtime import Isolation
 from ._session import UnitSession
-from ._unit import UnitOfWork
+from ._unit import UnitOfWork, live_units
 
 __all__ = ["isolated", "scratch_database"]
 
@@ -65,11 +65,9 @@ def isolated(db: Database) -> Iterator[Connection]:
     try:
         outer = connection.begin()
         deferred = _DeferredConstraintCheck.install(connection)
-        original = db._isolation
-        # A ContextVar default is seen by every thread and context: units in other threads
-        # find the isolation and refuse to run, instead of writing to the database for real.
-        isolation = Isolation(connection, get_ident())  # frozen: safe as a shared default
-        db._isolation = ContextVar(original.name, default=isolation)
+        # Every thread sees the isolation: units in other threads find it and refuse to
+        # run, instead of writing to the database for real.
+        db.runtime.isolation = Isolation(connection, get_ident())
         try:
             yield connection
         except BaseException:
@@ -78,7 +76,7 @@ def isolated(db: Database) -> Iterator[Connection]:
         else:
             leaked = _end_leaked_units(db)
         finally:
-            db._isolation = original
+            db.runtime.isolation = None
             if deferred is not None:
                 deferred.remove()
             if outer.is_active:
@@ -95,7 +93,7 @@ def isolated(db: Database) -> Iterator[Connection]:
 
 
 def _refuse_to_enter(db: Database) -> None:
-    active = db._isolation.get()
+    active = db.runtime.isolation
     if active is not None:
         where = "this thread" if active.thread == get_ident() else "another thread"
         raise UnitOfWorkError(
@@ -110,14 +108,11 @@ def _refuse_to_enter(db: Database) -> None:
 
 
 def _end_leaked_units(db: Database) -> list[UnitOfWork]:
-    """Roll back and forget units of this thread that are still active; return outermost ones."""
-    stack = db._stack.get()
-    for unit in reversed(stack):
-        if unit.is_outermost:
-            unit._abandon()
-        else:
-            unit._finish()
-    return [unit for unit in stack if unit.is_outermost]
+    """Roll back and forget units of this context that are still active; return outermost ones."""
+    leaked = live_units(db.runtime)
+    for unit in reversed(leaked):
+        unit.abandon()
+    return [unit for unit in leaked if unit.is_outermost]
 
 
 class _DeferredConstraintCheck:

@@ -36,7 +36,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from flask_uow import UnitOfWork
+from flask_uow import CommitOutcomeUnknown, UnitOfWork
 from ledger.adapter import DBAdapter
 from ledger.database import db
 from ledger.errors import LedgerError
@@ -189,13 +189,11 @@ class Bank:
                 result = self.in_unit(op)
         except (InjectedFault, LedgerError) as error:
             return Outcome(op, "failed", type(error).__name__)
+        except CommitOutcomeUnknown as error:
+            assert isinstance(error.__cause__, sa.exc.DBAPIError)
+            return Outcome(op, "unknown", type(error.__cause__.orig).__name__)
         except sa.exc.DBAPIError as error:
-            unit = self.tracker.last_unit
-            lost_during_commit = (
-                error.connection_invalidated and unit is not None and unit.failed_during_commit
-            )
-            status = "unknown" if lost_during_commit else "failed"
-            return Outcome(op, status, type(error.orig).__name__)
+            return Outcome(op, "failed", type(error.orig).__name__)
         if isinstance(result, transfers.TransferResult):
             return Outcome(op, "ok", transfer_id=result.transfer.id, replayed=result.replayed)
         return Outcome(op, "ok")

@@ -1,0 +1,142 @@
+"""Reading a Flask app's configuration for flask-uow, without importing Flask.
+
+Flask-SQLAlchemy's ``SQLALCHEMY_DATABASE_URI``, ``SQLALCHEMY_ENGINE_OPTIONS`` and
+``SQLALCHEMY_ECHO`` are accepted when the ``UOW_*`` key is absent, with a warning, so that
+a config left over from a port never points the app (and its tests) at another database
+silently. Unknown ``UOW_*`` keys warn with the nearest valid name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from ._errors import UnitOfWorkError, UnitOfWorkWarning
+
+KNOWN_KEYS = frozenset(
+    {
+        "UOW_DATABASE_URL",
+        "UOW_ENGINE_OPTIONS",
+        "UOW_SESSION_OPTIONS",
+        "UOW_PER_REQUEST",
+        "UOW_SQLITE_FOREIGN_KEYS",
+        "UOW_SQLITE_WAL",
+    }
+)
+"""Every ``UOW_*`` config key flask-uow reads."""
+
+_FALLBACKS = {
+    "SQLALCHEMY_DATABASE_URI": "UOW_DATABASE_URL",
+    "SQLALCHEMY_ENGINE_OPTIONS": "UOW_ENGINE_OPTIONS",
+    "SQLALCHEMY_ECHO": "UOW_ENGINE_OPTIONS['echo']",
+}
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """What one app configured, read once at ``init_app``."""
+
+    url: URL
+    engine_options: dict[str, Any]
+    session_options: dict[str, Any] | None
+    per_request: bool
+    sqlite_foreign_keys: bool
+    sqlite_wal: bool
+
+
+def read_config(
+    config: Mapping[str, Any],
+    *,
+    instance_path: str,
+    default_url: URL | None,
+    default_engine_options: Mapping[str, Any],
+    default_sqlite_foreign_keys: bool = True,
+    default_sqlite_wal: bool = True,
+) -> AppConfig:
+    """Read flask-uow's keys from an app config, warning about keys that look wrong."""
+    _warn_unknown_keys(config)
+    used_fallbacks = [key for key in _FALLBACKS if key in config]
+    url_value = config.get("UOW_DATABASE_URL")
+    legacy_url = config.get("SQLALCHEMY_DATABASE_URI")
+    if url_value and legacy_url and sa.make_url(url_value) != sa.make_url(legacy_url):
+        raise UnitOfWorkError(
+            "Both UOW_DATABASE_URL and SQLALCHEMY_DATABASE_URI are set, to different "
+            "databases. flask-uow reads UOW_DATABASE_URL; remove SQLALCHEMY_DATABASE_URI (a "
+            "leftover of Flask-SQLAlchemy) so that nobody is misled about which one is used."
+        )
+    engine_options = dict(default_engine_options)
+    if "UOW_ENGINE_OPTIONS" in config:
+        engine_options.update(config["UOW_ENGINE_OPTIONS"])
+    else:
+        engine_options.update(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    if config.get("SQLALCHEMY_ECHO") and "echo" not in engine_options:
+        engine_options["echo"] = config["SQLALCHEMY_ECHO"]
+    raw_url = url_value or legacy_url or default_url
+    url = sa.make_url(raw_url) if raw_url else default_sqlite_url(instance_path)
+    if used_fallbacks:
+        taken = ", ".join(f"{key} as {_FALLBACKS[key]}" for key in used_fallbacks)
+        warnings.warn(
+            f"flask-uow read Flask-SQLAlchemy config keys: {taken}. Rename them to the UOW_* "
+            "keys (see docs/migrating.md) to silence this warning.",
+            UnitOfWorkWarning,
+            stacklevel=4,
+        )
+    if config.get("SQLALCHEMY_BINDS"):
+        raise UnitOfWorkError(
+            "SQLALCHEMY_BINDS is set, and flask-uow has no binds: make one Database per "
+            "database (each with its own URL and units) and compose their units; see "
+            "docs/migrating.md."
+        )
+    return AppConfig(
+        url=resolve_sqlite_path(url, instance_path),
+        engine_options=engine_options,
+        session_options=config.get("UOW_SESSION_OPTIONS") or None,
+        per_request=bool(config.get("UOW_PER_REQUEST", False)),
+        sqlite_foreign_keys=bool(
+            config.get("UOW_SQLITE_FOREIGN_KEYS", default_sqlite_foreign_keys)
+        ),
+        sqlite_wal=bool(config.get("UOW_SQLITE_WAL", default_sqlite_wal)),
+    )
+
+
+def _warn_unknown_keys(config: Mapping[str, Any]) -> None:
+    for key in config:
+        if isinstance(key, str) and key.startswith("UOW_") and key not in KNOWN_KEYS:
+            nearest = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1)
+            hint = f" Did you mean {nearest[0]}?" if nearest else ""
+            warnings.warn(
+                f"flask-uow does not know the config key {key!r}; it is ignored.{hint} "
+                f"Known keys: {', '.join(sorted(KNOWN_KEYS))}.",
+                UnitOfWorkWarning,
+                stacklevel=5,
+            )
+
+
+def default_sqlite_url(instance_path: str) -> URL:
+    """``sqlite:///<instance folder>/app.db``, creating the instance folder."""
+    os.makedirs(instance_path, exist_ok=True)
+    return sa.make_url("sqlite:///" + os.path.join(instance_path, "app.db"))
+
+
+def resolve_sqlite_path(url: URL, instance_path: str) -> URL:
+    """Make a relative SQLite file path relative to the app's instance folder.
+
+    As in Flask-SQLAlchemy 3, ``sqlite:///app.db`` is ``<instance folder>/app.db`` whatever
+    the working directory; absolute paths, in-memory databases and ``file:`` URIs are kept.
+    """
+    if url.get_backend_name() != "sqlite":
+        return url
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return url
+    if os.path.isabs(database):
+        return url
+    os.makedirs(instance_path, exist_ok=True)
+    return url.set(database=os.path.join(instance_path, database))

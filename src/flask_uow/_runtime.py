@@ -1,0 +1,125 @@
+"""What the units of one Database share: the ambient stack, counters, sessions and engines.
+
+``Database`` owns one ``Runtime``. Units, the decorator, ``testing`` and framework
+integrations talk to it through the public names below, never to the Database's or a unit's
+private state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy.engine import Connection
+
+from ._stats import Counters
+
+if TYPE_CHECKING:
+    from ._engines import EngineVariants
+    from ._session import UnitSession
+    from ._unit import UnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class Isolation:
+    """A connection that every outermost unit of one thread runs on (see ``flask_uow.testing``)."""
+
+    connection: Connection
+    thread: int
+
+
+class Integration(Protocol):
+    """What a framework integration (Flask) tells the units of a Database."""
+
+    def current_engines(self) -> EngineVariants | None:
+        """The engines of the current app, or None to use the Database's own URL."""
+
+    def current_scope(self) -> object | None:
+        """An object naming the scope a unit is opened in (a Flask app context), or None."""
+
+    def created_engines(self) -> list[EngineVariants]:
+        """Every engine set the integration created, for ``Database.dispose()``."""
+
+
+class UnitObserver(Protocol):
+    """Told when units of a Database begin and end (tracing, metrics, debug panels).
+
+    Observers run synchronously in the unit's thread; they must be cheap and must not raise.
+    With no observer registered, units pay one falsy check per event.
+    """
+
+    def unit_entered(self, unit: UnitOfWork) -> None:
+        """``unit`` was entered: its kind and propagation are known."""
+
+    def unit_ended(self, unit: UnitOfWork) -> None:
+        """``unit`` ended: its outcome is known; its hooks run right after."""
+
+    def unit_retrying(self, unit: UnitOfWork, error: BaseException, attempt: int) -> None:
+        """``unit`` failed with a transient ``error``; attempt number ``attempt`` comes next."""
+
+
+class Runtime:
+    """The shared state behind one Database's units of work."""
+
+    __slots__ = (
+        "units",
+        "counters",
+        "session_class",
+        "session_options",
+        "default_engines",
+        "integration",
+        "scope",
+        "isolation",
+        "observers",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        session_class: type[UnitSession],
+        session_options: dict[str, Any],
+        default_engines: Callable[[], EngineVariants],
+    ) -> None:
+        self.units: ContextVar[tuple[UnitOfWork, ...]] = ContextVar(name, default=())
+        """The units entered in this context, innermost last; ended ones are ignored."""
+        self.counters = Counters()
+        self.session_class = session_class
+        """The Session subclass every unit of this Database creates."""
+        self.session_options = session_options
+        self.default_engines = default_engines
+        """Engines used when no integration provides any (``Database(url)``)."""
+        self.integration: Integration | None = None
+        """Set by a framework integration (``init_app``)."""
+        self.scope: Callable[[], object | None] | None = None
+        """The integration's ``current_scope``, called as each unit is entered, so that its
+        safety net can end the units a scope leaked."""
+        self.isolation: Isolation | None = None
+        """Set by ``flask_uow.testing.isolated()``: every thread sees it."""
+        self.observers: tuple[UnitObserver, ...] = ()
+        """Told of every unit's entry, end and retry; see ``observe()``."""
+
+    def observe(self, observer: UnitObserver) -> None:
+        """Tell ``observer`` about every unit of this Database from now on."""
+        self.observers = (*self.observers, observer)
+
+    def unobserve(self, observer: UnitObserver) -> None:
+        """Stop telling ``observer``."""
+        self.observers = tuple(other for other in self.observers if other is not observer)
+
+    def engines(self) -> EngineVariants:
+        """The engines a new outermost unit runs on: the current app's, else the default."""
+        integration = self.integration
+        if integration is not None:
+            engines = integration.current_engines()
+            if engines is not None:
+                return engines
+        return self.default_engines()
+
+    def attach(self, integration: Integration) -> None:
+        """Let ``integration`` provide engines and scopes to this Database's units."""
+        if self.integration is not None and self.integration is not integration:
+            raise RuntimeError("A Database takes one framework integration.")
+        self.integration = integration
+        self.scope = integration.current_scope

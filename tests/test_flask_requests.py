@@ -1,0 +1,263 @@
+"""Requests end with the outcome their code asked for, on every path a Flask app can take."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask, g, redirect
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from flask_uow import Database, Propagation, UnitOfWorkError, UnitOfWorkWarning
+
+from .conftest import committed_names
+from .models import Base, Item
+
+
+class NotLoggedIn(Exception):
+    """Raised by a view; its handler redirects to a login page."""
+
+
+@pytest.fixture
+def db() -> Database:
+    return Database(metadata=Base.metadata)
+
+
+@pytest.fixture
+def app(db: Database, backend_url: str) -> Iterator[Flask]:
+    """A per-request app whose tables exist; without TESTING, so error handlers run."""
+    app = Flask(__name__)
+    app.config.update(UOW_DATABASE_URL=backend_url, UOW_PER_REQUEST=True)
+    db.init_app(app)
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+    yield app
+    with app.app_context():
+        db.drop_all()
+    db.dispose()
+
+
+def test_an_exception_handled_with_a_redirect_rolls_the_request_back(
+    app: Flask, db: Database, observer: sa.Engine
+) -> None:
+    @app.errorhandler(NotLoggedIn)
+    def to_login(error: NotLoggedIn) -> WerkzeugResponse:
+        return redirect("/login")
+
+    @app.post("/write-then-fail")
+    def write_then_fail() -> str:
+        db.session.add(Item(name="partial"))
+        db.session.flush()
+        raise NotLoggedIn
+
+    response = app.test_client().post("/write-then-fail")
+    assert response.status_code == 302
+    assert committed_names(observer) == []
+
+
+def test_rollback_in_an_error_handler_lets_the_handler_query_and_answer(
+    app: Flask, db: Database, observer: sa.Engine
+) -> None:
+    @app.errorhandler(sa.exc.IntegrityError)
+    def conflict(error: sa.exc.IntegrityError) -> tuple[str, int]:
+        db.session.rollback()  # the Flask-SQLAlchemy habit
+        count = db.session.scalar(sa.select(sa.func.count()).select_from(Item))
+        return f"conflict; {count} items", 409
+
+    @app.post("/duplicate")
+    def duplicate() -> str:
+        db.session.add_all([Item(name="same"), Item(name="same")])
+        db.session.flush()
+        return "unreachable"
+
+    response = app.test_client().post("/duplicate")
+    assert (response.status_code, response.text) == (409, "conflict; 0 items")
+    assert committed_names(observer) == []
+
+
+def test_rollback_in_a_view_that_was_going_to_commit_still_raises(
+    app: Flask, db: Database
+) -> None:
+    errors: list[BaseException] = []
+
+    @app.post("/rollback")
+    def rollback() -> str:
+        try:
+            db.session.rollback()
+        except UnitOfWorkError as error:
+            errors.append(error)
+        return "ok"
+
+    assert app.test_client().post("/rollback").status_code == 200
+    assert len(errors) == 1 and "set_rollback()" in str(errors[0])
+
+
+def test_a_before_request_hook_registered_before_init_app_runs_inside_the_request_unit(
+    db: Database, backend_url: str, observer: sa.Engine
+) -> None:
+    app = Flask(__name__)
+    app.config.update(UOW_DATABASE_URL=backend_url, UOW_PER_REQUEST=True)
+
+    @app.before_request
+    def load_user() -> None:
+        g.count = db.session.scalar(sa.select(sa.func.count()).select_from(Item))
+
+    db.init_app(app)
+    with app.app_context():
+        db.create_all()
+
+    @app.get("/count")
+    def count() -> str:
+        return str(g.count)
+
+    try:
+        assert app.test_client().get("/count").text == "0"
+    finally:
+        with app.app_context():
+            db.drop_all()
+        db.dispose()
+
+
+def test_a_joined_unit_leaked_in_a_request_is_rolled_back_with_a_warning_naming_it(
+    app: Flask, db: Database, observer: sa.Engine
+) -> None:
+    @app.post("/leak")
+    def leak() -> str:
+        unit = db.unit_of_work()
+        unit.__enter__()  # never exited
+        db.session.add(Item(name="leaked"))
+        return "ok"
+
+    @app.post("/fine")
+    def fine() -> str:
+        db.session.add(Item(name="fine"))
+        return "ok"
+
+    client = app.test_client()
+    with pytest.warns(UnitOfWorkWarning, match=r"test_flask_requests\.py:\d+ in leak"):
+        assert client.post("/leak").status_code == 500
+    assert client.post("/fine").status_code == 200
+    assert committed_names(observer) == ["fine"]
+
+
+def test_a_savepoint_leaked_in_a_request_is_rolled_back_with_a_warning(
+    app: Flask, db: Database, observer: sa.Engine
+) -> None:
+    @app.post("/leak-savepoint")
+    def leak_savepoint() -> str:
+        db.session.add(Item(name="request"))
+        unit = db.unit_of_work(propagation=Propagation.NESTED)
+        unit.__enter__()  # never exited
+        db.session.add(Item(name="in the savepoint"))
+        db.session.flush()
+        return "ok"
+
+    with pytest.warns(UnitOfWorkWarning, match="leak_savepoint"):
+        response = app.test_client().post("/leak-savepoint")
+    assert response.status_code == 200
+    assert committed_names(observer) == ["request"]
+
+
+def test_a_unit_leaked_in_a_view_without_per_request_units_is_rolled_back_at_teardown(
+    db: Database, backend_url: str, observer: sa.Engine
+) -> None:
+    app = Flask(__name__)
+    app.config.update(UOW_DATABASE_URL=backend_url)
+    db.init_app(app)
+    with app.app_context():
+        db.create_all()
+
+    @app.post("/leak")
+    def leak() -> str:
+        with db.unit_of_work():
+            inner = db.unit_of_work()
+            inner.__enter__()  # never exited: the with block ends first
+            db.session.add(Item(name="leaked"))
+        return "ok"
+
+    try:
+        assert app.test_client().post("/leak").status_code == 500
+        assert committed_names(observer) == []
+        with app.app_context():
+            assert db.current is None
+    finally:
+        with app.app_context():
+            db.drop_all()
+        db.dispose()
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+def test_sqlalchemy_database_uri_is_used_with_a_warning(tmp_path: Path) -> None:
+    db = Database(metadata=Base.metadata)
+    app = Flask(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'legacy.db'}"
+    with pytest.warns(UnitOfWorkWarning, match="SQLALCHEMY_DATABASE_URI as UOW_DATABASE_URL"):
+        db.init_app(app)
+    with app.app_context():
+        assert db.engine.url.database == str(tmp_path / "legacy.db")
+    db.dispose()
+
+
+def test_conflicting_uow_and_sqlalchemy_urls_are_refused(tmp_path: Path) -> None:
+    app = Flask(__name__)
+    app.config.update(
+        UOW_DATABASE_URL=f"sqlite:///{tmp_path / 'one.db'}",
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'two.db'}",
+    )
+    with pytest.raises(UnitOfWorkError, match="remove SQLALCHEMY_DATABASE_URI"):
+        Database().init_app(app)
+
+
+def test_sqlalchemy_engine_options_and_echo_are_used_with_a_warning(tmp_path: Path) -> None:
+    db = Database()
+    app = Flask(__name__)
+    app.config.update(
+        UOW_DATABASE_URL=f"sqlite:///{tmp_path / 'a.db'}",
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 3},
+        SQLALCHEMY_ECHO=True,
+    )
+    with pytest.warns(UnitOfWorkWarning, match="SQLALCHEMY_ECHO"):
+        db.init_app(app)
+    with app.app_context():
+        assert db.engine.echo is True
+        assert db.engine.pool.size() == 3  # type: ignore[attr-defined]
+    db.dispose()
+
+
+def test_a_misspelt_uow_key_warns_with_the_nearest_valid_name(tmp_path: Path) -> None:
+    app = Flask(__name__)
+    app.config.update(
+        UOW_DATABASE_URL=f"sqlite:///{tmp_path / 'a.db'}", UOW_PER_REQEUST=True
+    )
+    with pytest.warns(UnitOfWorkWarning, match="Did you mean UOW_PER_REQUEST"):
+        Database().init_app(app)
+
+
+def test_a_relative_sqlite_path_is_relative_to_the_instance_folder(tmp_path: Path) -> None:
+    db = Database()
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config["UOW_DATABASE_URL"] = "sqlite:///relative.db"
+    db.init_app(app)
+    with app.app_context():
+        assert db.engine.url.database == str(tmp_path / "instance" / "relative.db")
+    db.dispose()
+
+
+@pytest.mark.parametrize("enforced", [True, False])
+def test_sqlite_foreign_keys_follow_uow_sqlite_foreign_keys(
+    tmp_path: Path, enforced: bool
+) -> None:
+    db = Database()
+    app = Flask(__name__)
+    app.config.update(
+        UOW_DATABASE_URL=f"sqlite:///{tmp_path / 'fk.db'}", UOW_SQLITE_FOREIGN_KEYS=enforced
+    )
+    db.init_app(app)
+    with app.app_context(), db.unit_of_work(read_only=True):
+        assert db.session.scalar(sa.text("PRAGMA foreign_keys")) == int(enforced)
+    db.dispose()
