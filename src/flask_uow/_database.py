@@ -128,6 +128,7 @@ class Database:
                     sqlite_wal=self.sqlite_wal,
                 )
                 self._default = EngineVariants(engine)
+                self._runtime.default = self._default
             return self._default
 
     def create_all(self) -> None:
