@@ -32,9 +32,10 @@ def _object(properties: dict[str, Any], *, description: str = "") -> dict[str, A
 
 
 def _id(description: str) -> dict[str, Any]:
+    # Ids are INTEGER columns: signed 32-bit on every backend (see rules.MAX_ID).
     return {
         "type": "integer",
-        "format": "int64",
+        "format": "int32",
         "minimum": 1,
         "maximum": rules.MAX_ID,
         "description": description,

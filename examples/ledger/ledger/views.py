@@ -14,7 +14,7 @@ from .services import accounts, customers, health, reports, transfers
 
 api = Blueprint("ledger", __name__)
 
-# Ids are signed 64-bit on every backend; larger ones in a URL are simply not found.
+# Ids are signed 32-bit on every backend (see rules.MAX_ID); larger ones in a URL are not found.
 ID = f"int(max={rules.MAX_ID})"
 
 
