@@ -91,7 +91,9 @@ def _post_stream(app: Flask, body: bytes, *, chunked: bool, terminated: bool) ->
     headers = {"Content-Type": "application/json"}
     if chunked:
         headers["Transfer-Encoding"] = "chunked"
-    environ = EnvironBuilder("/customers", method="POST", headers=headers).get_environ()
+    environ = EnvironBuilder(
+        "/customers", method="POST", headers=list(headers.items())
+    ).get_environ()
     environ["wsgi.input"] = io.BytesIO(body)
     environ.pop("CONTENT_LENGTH", None)  # EnvironBuilder sets "0" for an empty body
     if terminated:
