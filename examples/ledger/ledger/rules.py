@@ -7,6 +7,7 @@ integers here, even though Python says ``isinstance(True, int)``.
 
 from __future__ import annotations
 
+import bisect
 import re
 
 from .errors import ValidationError
@@ -59,21 +60,33 @@ before Arabic text), but a name needs a character that is not one of them."""
 
 
 def _class_body(ranges: tuple[tuple[int, int], ...]) -> str:
-    # \uXXXX is understood by Python, ECMAScript and most JSON Schema validators; code points
-    # above U+FFFF have no escape they all share, so those are written as themselves.
-    def one(code_point: int) -> str:
-        return f"\\u{code_point:04x}" if code_point <= 0xFFFF else chr(code_point)
+    return "".join(
+        f"\\u{low:04x}" if low == high else f"\\u{low:04x}-\\u{high:04x}" for low, high in ranges
+    )
 
-    return "".join(one(low) if low == high else f"{one(low)}-{one(high)}" for low, high in ranges)
 
+_BMP_INVISIBLE_RANGES = tuple((low, high) for low, high in INVISIBLE_RANGES if high <= 0xFFFF)
 
 NAME_PATTERN = (
     f"^[^{CONTROL_CHARACTERS}]*"
-    f"[^\\s{CONTROL_CHARACTERS}{_class_body(INVISIBLE_RANGES)}]"
+    f"[^\\s{CONTROL_CHARACTERS}{_class_body(_BMP_INVISIBLE_RANGES)}]"
     f"[^{CONTROL_CHARACTERS}]*$"
 )
-"""At least one visible character (not whitespace, not invisible) and no control characters, C1
-ones included. The OpenAPI document publishes this same pattern."""
+"""At least one visible character and no control characters, C1 ones included: the pattern the
+OpenAPI document publishes. It names the invisible characters up to U+FFFF only, because an
+ECMAScript pattern (without the ``u`` flag) cannot hold a range of characters beyond it;
+:func:`name` refuses names made only of the others too."""
+
+_INVISIBLE_STARTS = [low for low, _ in INVISIBLE_RANGES]
+
+
+def _is_visible(character: str) -> bool:
+    if character.isspace():
+        return False
+    code_point = ord(character)
+    index = bisect.bisect_right(_INVISIBLE_STARTS, code_point) - 1
+    return index < 0 or code_point > INVISIBLE_RANGES[index][1]
+
 
 _EMAIL_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOMAIN_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -135,7 +148,7 @@ def name(value: object, field: str = "name") -> str:
     text = _text(value, field)
     if not 1 <= len(text) <= NAME_MAX_LENGTH:
         raise ValidationError(f"{field} must be 1 to {NAME_MAX_LENGTH} characters long")
-    if _NAME.fullmatch(text) is None:
+    if _NAME.fullmatch(text) is None or not any(map(_is_visible, text)):
         raise ValidationError(f"{field} must contain a visible character and no control characters")
     return text
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import unicodedata
 
@@ -36,3 +37,11 @@ def test_a_name_made_only_of_invisible_characters_is_refused(low: int, high: int
 def test_a_control_character_anywhere_in_a_name_is_refused(code_point: int) -> None:
     with pytest.raises(ValidationError, match="no control characters"):
         rules.name(f"Ada{chr(code_point)}Lovelace")
+
+
+def test_the_published_name_pattern_is_plain_ascii_with_escapes_up_to_u_ffff() -> None:
+    """ECMAScript patterns without the u flag cannot hold ranges of characters past U+FFFF."""
+    assert rules.NAME_PATTERN.isascii()
+    assert "\\U" not in rules.NAME_PATTERN
+    assert re.fullmatch(rules.NAME_PATTERN, "Ada Lovelace")
+    assert not re.fullmatch(rules.NAME_PATTERN, "\u200b\ufeff")
