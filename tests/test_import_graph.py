@@ -187,19 +187,38 @@ def test_the_pytest_plugin_imports_only_pytest_and_the_standard_library_when_loa
     assert package_graph()["pytest_plugin"] == set()
 
 
-def test_importing_flask_uow_imports_no_flask_module() -> None:
+def modules_imported_by(statement: str) -> list[str]:
+    """The modules a fresh interpreter imports to run ``statement``, per ``-X importtime``."""
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import flask_uow"],
+        [sys.executable, "-X", "importtime", "-c", statement],
         capture_output=True,
         text=True,
         check=True,
     )
-    imported = [
+    return [
         line.rpartition("|")[2].strip()
         for line in result.stderr.splitlines()
         if line.startswith("import time:")
     ]
 
+
+def test_importing_flask_uow_imports_no_flask_module() -> None:
+    imported = modules_imported_by("import flask_uow")
+
     assert "flask_uow" in imported
     flask_modules = [name for name in imported if name.partition(".")[0] in FLASK_PACKAGES]
     assert flask_modules == [], f"import flask_uow imported {flask_modules}"
+
+
+def test_loading_the_pytest_plugin_imports_neither_sqlalchemy_nor_the_core() -> None:
+    """pytest loads the plugin in every session wherever flask-uow is installed."""
+    imported = modules_imported_by("import flask_uow.pytest_plugin")
+
+    assert "flask_uow.pytest_plugin" in imported
+    costly = [
+        name
+        for name in imported
+        if name.partition(".")[0] in ("sqlalchemy", *FLASK_PACKAGES)
+        or (name.startswith(f"{PACKAGE}.") and name != f"{PACKAGE}.pytest_plugin")
+    ]
+    assert costly == [], f"loading the plugin imported {costly}"
