@@ -21,6 +21,7 @@ from ._decorate import transactional_wrapper
 from ._engines import EngineVariants, create_engine, masked
 from ._errors import NoActiveUnitOfWork, UnitOfWorkError
 from ._propagation import Propagation
+from ._query import QueryHelpers
 from ._session import UnitSession, holds_connection
 from ._stats import Counters, UnitStats
 from ._unit import UnitOfWork
@@ -44,7 +45,7 @@ class Isolation:
     thread: int
 
 
-class Database:
+class Database(QueryHelpers):
     """Engines plus units of work over them: the one object a project shares.
 
     ``Database(url)`` works in any script or worker; ``Database()`` plus ``init_app(app)``
