@@ -20,10 +20,13 @@ options; GitHub does not show it):
 - ``<!-- doc: continue -->`` runs the block in the module of the block before it in the
   same file (one test for the chain), for a story told in several blocks.
 - ``<!-- doc: file=conftest.py -->`` (or any file name) does not run the block: it saves
-  it as that file of the file's pytest project. ``<!-- doc: pytest -->`` saves the block
-  as ``test_doc.py`` next to those files, with the ``myapp`` package of
+  it as that file of the file's pytest project (several blocks with one name are joined in
+  order). ``<!-- doc: pytest -->`` saves the block as ``test_doc.py`` next to those files
+  (which it then forgets), with the ``myapp`` package of
   ``tests/docs_support`` (a small app with ``db``, ``create_app``, models and services),
-  and runs pytest there in a subprocess: every ``test_`` function of the block must pass.
+  and runs pytest there in a subprocess, on SQLite files (``TEST_DATABASE_URL`` is set to
+  one): every ``test_`` function of the block must pass. ``<!-- doc: pytest fixtures=app
+  -->`` adds the conftest ``tests/docs_support/pytest_fixtures/app.py`` (a ``uow_app``).
   A ``file=`` block that no later ``pytest`` block uses fails the collector.
 - ```` ```toml ```` blocks must parse (and run as ``file=pyproject.toml`` when marked so).
 - ```` ```console ```` blocks are shell sessions: they are not run (they install packages,
@@ -36,7 +39,7 @@ options; GitHub does not show it):
 from __future__ import annotations
 
 import ast
-import os
+import importlib
 import re
 import shutil
 import sys
@@ -55,6 +58,10 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\S*)\s*$")
 OPTIONS = re.compile(r"^<!--\s*doc:\s*(.*?)\s*-->\s*$")
 KNOWN_LANGUAGES = {"python", "toml", "console", ""}
+# Imported before any pytester run takes its snapshot of sys.modules, so that the runs share
+# them: SQLAlchemy warns when a dialect module is imported a second time.
+for _module in ("sqlalchemy.dialects.postgresql", "sqlalchemy.dialects.mysql", "flask_migrate"):
+    importlib.import_module(_module)
 
 
 @dataclass
@@ -151,7 +158,7 @@ class Case:
 
     kind: str
     blocks: list[Block]
-    files: dict[str, Block] = field(default_factory=dict)
+    files: dict[str, list[Block]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -160,7 +167,7 @@ class Case:
 
 def cases() -> Iterator[Case]:
     for path in DOCUMENTS:
-        project: dict[str, Block] = {}
+        project: dict[str, list[Block]] = {}
         chain: Case | None = None
         for block in read_blocks(path):
             if block.language not in KNOWN_LANGUAGES:
@@ -168,11 +175,13 @@ def cases() -> Iterator[Case]:
                     f"{block.name}: no rule for ```{block.language} blocks; see tests/test_docs.py"
                 )
             if "file" in block.options:
-                project[block.options["file"]] = block
+                project.setdefault(block.options["file"], []).append(block)
                 yield Case("parse", [block])
                 continue
             if block.language == "python" and "pytest" in block.options:
-                yield Case("pytest", [block], dict(project))
+                yield Case(
+                    "pytest", [block], {name: list(parts) for name, parts in project.items()}
+                )
                 project.clear()
                 continue
             if block.language == "python":
@@ -195,12 +204,14 @@ CASES = list(cases())
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_doc_block(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doc_block(case: Case, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    if case.kind == "pytest":
+        run_pytest(case, request.getfixturevalue("pytester"), monkeypatch)
+        return
     monkeypatch.chdir(tmp_path)
     if case.kind == "python":
         run_python(case, tmp_path)
-    elif case.kind == "pytest":
-        run_pytest(case, tmp_path)
     elif case.kind == "parse":
         check_parses(case.blocks[0])
     elif case.kind == "toml":
@@ -241,30 +252,36 @@ def check_parses(block: Block) -> None:
         ast.parse(block.source, block.name)
 
 
-def run_pytest(case: Case, folder: Path) -> None:
-    block = case.blocks[0]
-    project = folder / "project"
-    shutil.copytree(SUPPORT / "myapp", project / "myapp")
-    for name, saved in case.files.items():
-        (project / name).write_text(saved.source)
-    (project / "test_doc.py").write_text(block.source)
-    tests = len(re.findall(r"^def test_", block.source, re.MULTILINE))
-    assert tests, f"{block.name}: a pytest block needs at least one test function"
-    import subprocess
+def run_pytest(case: Case, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the block as a test module in a pytest session of its own, in this process.
 
-    environment = {**os.environ, "PYTHONPATH": str(project), "PYTHONDONTWRITEBYTECODE": "1"}
-    environment.pop("PYTEST_XDIST_WORKER", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error", "-rfE"],
-        cwd=project,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    ``pytester`` restores ``sys.modules`` afterwards, so each run imports a fresh ``myapp``.
+    """
+    block = case.blocks[0]
+    project = pytester.path
+    shutil.copytree(SUPPORT / "myapp", project / "myapp")
+    for name, parts in case.files.items():
+        (project / name).write_text("\n\n".join(part.source for part in parts))
+    conftest = "".join(
+        (SUPPORT / "pytest_fixtures" / f"{name}.py").read_text()
+        for name in filter(None, block.options.get("fixtures", "").split(","))
     )
-    summary = f"{block.name}: pytest in {project}\n{result.stdout}\n{result.stderr}"
-    assert result.returncode == 0, summary
-    assert re.search(rf"\b{tests} passed\b", result.stdout), summary
+    if conftest:
+        assert "conftest.py" not in case.files, f"{block.name}: fixtures= and a conftest.py"
+        (project / "conftest.py").write_text(conftest)
+    (project / "test_doc.py").write_text(block.source)
+    tests = len(re.findall(r"^\s*def test_", block.source, re.MULTILINE))
+    assert tests, f"{block.name}: a pytest block needs at least one test function"
+    monkeypatch.setenv("TEST_DATABASE_URL", "sqlite:///myapp_test.db")
+    for private in ("PYTEST_XDIST_WORKER", "TEST_POSTGRESQL_URL", "TEST_MARIADB_URL"):
+        monkeypatch.delenv(private, raising=False)  # docs examples run on SQLite files
+    monkeypatch.chdir(project)
+    pytester.syspathinsert(project)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-W", "error", "-rfE")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed") == tests and set(outcomes) <= {"passed", "skipped"}, (
+        f"{block.name}: pytest in {project}\n" + "\n".join(result.outlines)
+    )
 
 
 def check_console(block: Block) -> None:
@@ -282,6 +299,9 @@ def check_console(block: Block) -> None:
         if words and words[0] == "make":
             for target in (word for word in words[1:] if "=" not in word):
                 assert target in targets, f"{block.name}: make has no target {target!r}"
+        if words[:2] == ["python", "-m"]:
+            module = ROOT / (words[2].replace(".", "/") + ".py")
+            assert module.is_file(), f"{block.name}: no module {words[2]} in the repository"
         if words and words[0] == "flask" and "uow" in words:
             command = words[words.index("uow") + 1]
             assert command in commands, f"{block.name}: 'flask uow' has no command {command!r}"
