@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import logging
 import re
 import shutil
 import sys
@@ -106,10 +107,14 @@ def read_blocks(path: Path) -> list[Block]:
     return blocks
 
 
+OPTION_NAMES = {"fixtures", "continue", "file", "pytest"}
+
+
 def parse_options(text: str) -> dict[str, str]:
     options = {}
     for word in text.split():
         key, _, value = word.partition("=")
+        assert key in OPTION_NAMES, f"unknown doc option {key!r} in <!-- doc: {text} -->"
         options[key] = value
     return options
 
@@ -226,6 +231,7 @@ def run_python(case: Case, folder: Path) -> None:
     module = types.ModuleType("doc_example")
     module.__file__ = str(folder / "doc_example.py")
     sys.modules["doc_example"] = module
+    loggers = saved_loggers()  # Flask-Alembic and Alembic configure logging when set up
     try:
         for block in case.blocks:
             for name in filter(None, block.options.get("fixtures", "").split(",")):
@@ -235,6 +241,26 @@ def run_python(case: Case, folder: Path) -> None:
     finally:
         del sys.modules["doc_example"]
         dispose_databases(module.__dict__)
+        restore_loggers(loggers)
+
+
+LoggerState = tuple[logging.Logger, bool, int, list[logging.Handler], bool]
+
+
+def saved_loggers() -> list[LoggerState]:
+    loggers = [logging.root, *logging.root.manager.loggerDict.values()]
+    return [
+        (logger, logger.disabled, logger.level, list(logger.handlers), logger.propagate)
+        for logger in loggers
+        if isinstance(logger, logging.Logger)
+    ]
+
+
+def restore_loggers(saved: list[LoggerState]) -> None:
+    for logger, disabled, level, handlers, propagate in saved:
+        logger.disabled, logger.propagate = disabled, propagate
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
 
 
 def dispose_databases(names: dict[str, Any]) -> None:
