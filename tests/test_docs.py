@@ -331,3 +331,13 @@ def check_console(block: Block) -> None:
         if words and words[0] == "flask" and "uow" in words:
             command = words[words.index("uow") + 1]
             assert command in commands, f"{block.name}: 'flask uow' has no command {command!r}"
+
+
+def test_every_fenced_block_of_the_docs_is_collected() -> None:
+    """The collector misses no block: each fenced block with a language became a case."""
+    blocks = [block for path in DOCUMENTS for block in read_blocks(path)]
+    opened = sum(len(re.findall(r"^```", path.read_text(), re.MULTILINE)) for path in DOCUMENTS)
+    assert len(blocks) * 2 == opened
+    collected = sum(len(case.blocks) for case in CASES)
+    assert collected == len([block for block in blocks if block.language])
+    assert {case.kind for case in CASES} >= {"python", "pytest", "parse", "console", "toml"}
