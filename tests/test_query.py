@@ -408,3 +408,11 @@ def test_query_helpers_import_nothing_from_flask_at_module_level(module: str) ->
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module)
     assert not {name for name in imported if name.split(".")[0] in {"flask", "werkzeug"}}
+
+
+def test_an_empty_after_reads_the_first_page_whatever_the_request_says(
+    app: Flask, db: Database
+) -> None:
+    with app.test_request_context("/feed?after=not-a-cursor"), db.unit_of_work(read_only=True):
+        page = db.paginate_keyset(BY_ID, order_by=[QueryPost.id], after="", per_page=2)
+    assert ids(page) == [1, 2]
