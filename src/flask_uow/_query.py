@@ -294,7 +294,7 @@ class KeysetKey:
 
     @property
     def ordering(self) -> ColumnElement[Any]:
-        return self.expression.desc() if self.descending else self.expression.asc()
+        return self.expression.desc() if self.descending else self.expression
 
 
 def keyset_keys(order_by: Sequence[Any]) -> list[KeysetKey]:
