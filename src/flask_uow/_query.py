@@ -167,10 +167,11 @@ class QueryHelpers:
 
         ``after`` is a ``next_cursor`` of an earlier page, or None for the first page; like
         ``per_page`` it defaults to the ``after`` / ``per_page`` query argument during a
-        request (``after=""`` asks for the first page whatever the request says). A cursor made for another ``order_by``, or that is not a cursor at all,
-        raises a 404 ``NotFound`` with ``error_out`` (the default), or reads the first page
-        without it. Items are the first column of each row, as in ``paginate()``. One
-        query, in the active unit of work.
+        request (``after=""`` asks for the first page whatever the request says). A cursor
+        made for another ``order_by``, or that is not a cursor at all, raises a 404
+        ``NotFound`` with ``error_out`` (the default), or reads the first page without it.
+        Items are the first column of each row, as in ``paginate()``. One query, in the
+        active unit of work.
         """
         session = self._query_session("paginate_keyset")
         keys = keyset_keys(order_by)
