@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 APP := ledger.app:create_app
 
-.PHONY: run test lint typecheck pytest pytest-sqlalchemy20 pytest-no-flask bench bench-quick stress clean
+.PHONY: run test lint typecheck pytest pytest-sqlalchemy20 pytest-no-flask dist-check bench bench-quick stress clean
 
 $(STAMP): pyproject.toml $(wildcard examples/ledger/pyproject.toml)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "flask-uow needs Python 3.11 or newer: run make PYTHON=python3.11 ...")'
@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/flask --app $(APP) ledger migrate
 	$(BIN)/flask --app $(APP) run --host 127.0.0.1 --port 5000
 
-test: lint typecheck pytest pytest-sqlalchemy20 pytest-no-flask
+test: lint typecheck pytest pytest-sqlalchemy20 pytest-no-flask dist-check
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -29,6 +29,12 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The release artefacts: build the sdist and wheel into dist/ and check their metadata.
+dist-check: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
@@ -80,4 +86,4 @@ pytest-no-flask: $(STAMPNF)
 		-m 'not flask' -p no:cacheprovider -n 2 $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(VENV20) $(VENVNF) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV20) $(VENVNF) .mypy_cache .pytest_cache .ruff_cache .hypothesis build dist

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -105,3 +106,16 @@ def backend_name(backend_url: str) -> str:
     """The backend family of ``backend_url``: sqlite, postgresql or mariadb."""
     dialect = make_url(backend_url).get_dialect().name
     return "mariadb" if dialect == "mysql" else dialect
+
+
+@pytest.fixture
+def server_url(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """``server_url("postgresql")``: this session's scratch database there, or skip the test."""
+    scratch = request.config.stash[_SCRATCH]
+
+    def url(backend: str) -> str:
+        if backend not in scratch.urls:
+            pytest.skip(f"{backend}: {scratch.unavailable[backend]}")
+        return scratch.urls[backend].render_as_string(hide_password=False)
+
+    return url

@@ -16,6 +16,7 @@ from ._decorate import transactional_wrapper
 from ._engines import EngineVariants, create_engine, masked
 from ._errors import NoActiveUnitOfWork, UnitOfWorkError
 from ._propagation import Propagation
+from ._query import QueryHelpers
 from ._runtime import Runtime
 from ._session import SessionProxy, UnitSession
 from ._stats import UnitStats
@@ -32,7 +33,7 @@ _SESSION_PARAMETERS = frozenset(inspect.signature(Session).parameters) - {"bind"
 _RESERVED_SESSION_OPTIONS = frozenset({"bind", "binds", "autobegin", "join_transaction_mode"})
 
 
-class Database:
+class Database(QueryHelpers):
     """Engines plus units of work over them: the one object a project shares.
 
     ``Database(url)`` works in any script or worker; ``Database()`` plus ``init_app(app)``
