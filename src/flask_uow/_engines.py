@@ -37,11 +37,15 @@ def masked(url: URL | str) -> str:
     return sa.make_url(url).render_as_string(hide_password=True)
 
 
-def create_engine(url: URL | str, options: Mapping[str, Any]) -> sa.Engine:
+def create_engine(
+    url: URL | str, options: Mapping[str, Any], *, sqlite_wal: bool = True
+) -> sa.Engine:
     """Create an engine from ``url`` and ``options`` and prepare it for units of work.
 
-    SQLite gets foreign keys, a busy timeout and working SAVEPOINTs; every dialect gets
-    READ ONLY transactions for read-only units.
+    SQLite gets foreign keys, a busy timeout and working SAVEPOINTs; a SQLite file also gets
+    write-ahead logging and ``synchronous=NORMAL`` unless ``sqlite_wal=False`` (see
+    docs/sqlite.md). PostgreSQL and MariaDB engines stay stock: only the variants that
+    read-only units and isolation levels use get listeners (see :class:`EngineVariants`).
     """
     url = sa.make_url(url)
     options = dict(options)
@@ -50,34 +54,41 @@ def create_engine(url: URL | str, options: Mapping[str, Any]) -> sa.Engine:
         connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_SECONDS)
         options["connect_args"] = connect_args
     engine = sa.create_engine(url, **options)
-    _prepare(engine)
+    if engine.dialect.name == "sqlite":
+        wal = sqlite_wal and not _is_memory(engine)
+        event.listen(engine, "connect", _sqlite_on_connect_wal if wal else _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
     return engine
 
 
-def _prepare(engine: sa.Engine) -> None:
-    name = engine.dialect.name
-    if name == "sqlite":
-        event.listen(engine, "connect", _sqlite_on_connect)
-        event.listen(engine, "begin", _sqlite_on_begin)
-    elif name in ("mysql", "mariadb"):
-        event.listen(engine, "begin", _mysql_on_begin)
-    elif name == "postgresql":
-        if engine.dialect.driver == "psycopg":
-            event.listen(engine, "begin", _psycopg_on_begin)
-            event.listen(engine, "checkin", _psycopg_on_checkin)
-        else:
-            event.listen(engine, "begin", _postgresql_on_begin)
+def _is_memory(engine: sa.Engine) -> bool:
+    database = engine.url.database
+    return (
+        database in (None, "", ":memory:")
+        or database.startswith("file::memory:")
+        or engine.url.query.get("mode") == "memory"
+    )
 
 
 def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     # pysqlite starts transactions late and behind SQLAlchemy's back, which breaks
     # SAVEPOINT; take over: no implicit BEGIN, ours is emitted in _sqlite_on_begin.
     dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
+    dbapi_connection.execute("PRAGMA foreign_keys = ON").close()
+
+
+def _sqlite_on_connect_wal(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    _sqlite_on_connect(dbapi_connection, record)
+    # Write-ahead logging: readers never wait for the writer, nor the writer for readers.
+    # The mode is stored in the file, so this is a no-op after the first connection; a file
+    # that cannot switch (opened read-only, say) keeps the mode it has.
     try:
-        cursor.execute("PRAGMA foreign_keys = ON")
-    finally:
-        cursor.close()
+        dbapi_connection.execute("PRAGMA journal_mode = WAL").close()
+    except dbapi_connection.OperationalError:
+        pass
+    # In WAL mode NORMAL is safe from corruption; a commit can be lost on power failure
+    # (not on a crash of the process) until the next checkpoint. See docs/sqlite.md.
+    dbapi_connection.execute("PRAGMA synchronous = NORMAL").close()
 
 
 def _sqlite_on_begin(connection: Connection) -> None:
@@ -85,8 +96,9 @@ def _sqlite_on_begin(connection: Connection) -> None:
     # keep it out of the way before emitting our own BEGIN.
     connection.connection.dbapi_connection.isolation_level = None  # type: ignore[union-attr]
     # A read-write unit takes the write lock up front, so two writers queue on the busy
-    # timeout instead of deadlocking when both try to upgrade a shared lock. Everything
-    # else (read-only units, plain engine connections) begins deferred.
+    # timeout instead of deadlocking when both try to upgrade a shared lock (in WAL mode an
+    # upgrade from a stale snapshot fails at once, without waiting). Everything else
+    # (read-only units, plain engine connections) begins deferred.
     if connection.get_execution_options().get(WRITE_LOCK_OPTION):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     else:
@@ -104,54 +116,57 @@ def _transaction_modes(connection: Connection) -> list[str]:
     return modes
 
 
-def _mysql_on_begin(connection: Connection) -> None:
-    # SET TRANSACTION without SESSION applies to the next transaction only, which the
-    # unit's first statement starts; nothing needs resetting when the connection goes back.
-    modes = _transaction_modes(connection)
-    if modes:
-        connection.exec_driver_sql("SET TRANSACTION " + ", ".join(modes))
-
-
-def _postgresql_on_begin(connection: Connection) -> None:
-    # The driver sends BEGIN with this, the first statement of the transaction.
-    modes = _transaction_modes(connection)
-    if modes:
-        connection.exec_driver_sql("SET TRANSACTION " + ", ".join(modes))
+def _set_transaction(connection: Connection) -> None:
+    # MariaDB: SET TRANSACTION without SESSION applies to the next transaction only, which
+    # the unit's first statement starts; nothing needs resetting when the connection goes
+    # back. PostgreSQL drivers other than psycopg: the driver sends BEGIN with the first
+    # statement, which is this one. Only variant engines listen, so there are modes to set.
+    connection.exec_driver_sql("SET TRANSACTION " + ", ".join(_transaction_modes(connection)))
 
 
 def _psycopg_on_begin(connection: Connection) -> None:
     # psycopg 3 puts READ ONLY and the isolation level into the BEGIN it sends with the
-    # first statement: no extra round trip. Only what a unit changed is put back, so an
-    # engine-wide isolation_level keeps working. If the driver refuses (its connection is
-    # broken), fall back to SQL, which SQLAlchemy reports as a lost connection.
+    # first statement: no extra round trip. The values the connection had are kept in the
+    # pool entry and put back at checkin, so an engine-wide isolation_level keeps working.
+    # If the driver refuses (its connection is broken), fall back to SQL, which SQLAlchemy
+    # reports as a lost connection.
     options = connection.get_execution_options()
     read_only = bool(options.get(READ_ONLY_OPTION))
     level = options.get(ISOLATION_LEVEL_OPTION)
     fairy = connection.connection
-    info = fairy.info
-    if not read_only and level is None and _CHANGED not in info:
-        return
     driver_connection: Any = fairy.dbapi_connection
+    changed = fairy.info.setdefault(_CHANGED, {})
     try:
-        changed = info.setdefault(_CHANGED, {})
-        if read_only or "read_only" in changed:
+        if read_only:
             changed.setdefault("read_only", driver_connection.read_only)
-            driver_connection.read_only = True if read_only else changed.pop("read_only")
-        if level is not None or "isolation_level" in changed:
+            driver_connection.read_only = True
+        if level is not None:
             changed.setdefault("isolation_level", driver_connection.isolation_level)
-            driver_connection.isolation_level = (
-                _PSYCOPG_LEVELS[level] if level is not None else changed.pop("isolation_level")
-            )
-        if not changed:
-            del info[_CHANGED]
+            driver_connection.isolation_level = _PSYCOPG_LEVELS[level]
     except Exception:
-        info.pop(_CHANGED, None)
-        _postgresql_on_begin(connection)
+        fairy.info.pop(_CHANGED, None)
+        _set_transaction(connection)
+
+
+def _psycopg_end_read_only(connection: Connection) -> None:
+    # psycopg forgets its prepared statements on every ROLLBACK (and sends DEALLOCATE ALL
+    # when it had some), so units ending in ROLLBACK never run prepared queries and wipe
+    # those of the read-write units sharing the pool. A READ ONLY transaction wrote
+    # nothing: end a healthy one with COMMIT instead, after which the driver's rollback,
+    # which SQLAlchemy calls next, has nothing to do. A failed transaction, or a failing
+    # COMMIT, is left to that rollback, which reports the error as SQLAlchemy does.
+    driver_connection: Any = connection.connection.dbapi_connection
+    if driver_connection is None or driver_connection.info.transaction_status != _PG_INTRANS:
+        return
+    try:
+        driver_connection.commit()
+    except Exception:
+        pass
 
 
 def _psycopg_on_checkin(driver_connection: Any, record: ConnectionPoolEntry) -> None:
-    # Back in the pool: give the connection its own settings again, for whoever checks it
-    # out next without a unit (a raw DBAPI connection, say).
+    # Back in the pool: give the connection its own settings again, for the units that
+    # check it out next from the stock engine (which has no listeners to do it).
     changed = record.info.pop(_CHANGED, None)
     if not changed or driver_connection is None:
         return
@@ -164,6 +179,9 @@ def _psycopg_on_checkin(driver_connection: Any, record: ConnectionPoolEntry) -> 
 
 _CHANGED = "flask_uow_changed"
 """Key in a pooled connection's ``info``: driver attributes a unit changed, with old values."""
+
+_PG_INTRANS = 2
+"""psycopg.pq.TransactionStatus.INTRANS: a transaction is open and has not failed."""
 
 _PSYCOPG_LEVELS = {
     "READ UNCOMMITTED": 1,
@@ -198,7 +216,15 @@ class EngineVariants:
     connection to reset when it goes back to the pool.
     """
 
-    __slots__ = ("engine", "is_sqlite", "is_memory", "_read_write", "_variants", "_lock")
+    __slots__ = (
+        "engine",
+        "is_sqlite",
+        "is_memory",
+        "_read_write",
+        "_variants",
+        "_lock",
+        "_checkin_listener",
+    )
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -208,6 +234,7 @@ class EngineVariants:
         """True for an in-memory SQLite database: one connection per thread."""
         self._variants: dict[tuple[bool, str | None], sa.Engine] = {}
         self._lock = threading.Lock()
+        self._checkin_listener = False
         self._read_write = self._make(read_only=False, isolation_level=None)
 
     def for_unit(self, *, read_only: bool, isolation_level: str | None) -> sa.Engine:
@@ -235,4 +262,20 @@ class EngineVariants:
                 options["isolation_level"] = isolation_level  # a local PRAGMA, no round trip
             else:
                 options[ISOLATION_LEVEL_OPTION] = isolation_level
-        return self.engine.execution_options(**options) if options else self.engine
+        if not options:
+            return self.engine
+        variant = self.engine.execution_options(**options)
+        # Listeners go on the variant: they run only for its connections, so the default
+        # read-write path on PostgreSQL and MariaDB runs on the stock engine, with no
+        # per-statement event dispatch.
+        name = self.engine.dialect.name
+        if name == "postgresql" and self.engine.dialect.driver == "psycopg":
+            event.listen(variant, "begin", _psycopg_on_begin)
+            if read_only:
+                event.listen(variant, "rollback", _psycopg_end_read_only)
+            if not self._checkin_listener:
+                event.listen(self.engine, "checkin", _psycopg_on_checkin)  # pool-wide
+                self._checkin_listener = True
+        elif name in ("postgresql", "mysql", "mariadb"):
+            event.listen(variant, "begin", _set_transaction)
+        return variant
