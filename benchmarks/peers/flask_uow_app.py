@@ -14,6 +14,7 @@ from flask.typing import ResponseReturnValue
 
 from ledger import schemas
 from ledger.app import create_app as create_ledger_app
+from ledger.database import db
 from ledger.services import accounts
 
 from . import shapes
@@ -28,6 +29,11 @@ def create_app() -> Flask:
     )
     app.register_blueprint(bench)
     return app
+
+
+def dispose(app: Flask) -> None:
+    """Close the app's pooled connections (call inside its app context)."""
+    db.dispose()
 
 
 @bench.get("/bench/noop")
