@@ -25,7 +25,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -98,62 +98,82 @@ def count_calls(operation: Callable[[], object], *, warmup: int = 30, samples: i
     return min(counts)
 
 
-@dataclass
 class Wire:
-    """Round trips to the database, counted under the driver on every pooled connection."""
+    """Round trips to the database, counted under the driver while :meth:`measure` runs.
 
-    active: bool = False
-    trips: int = 0
-    _traced: list[tuple[Any, int]] = field(default_factory=list)
-    _connections: list[Any] = field(default_factory=list)
+    Every connection a pool opens is noted; the counting is installed on them only for the
+    measured call and removed after it, so it costs nothing in between.
+    """
+
+    def __init__(self) -> None:
+        self.trips = 0
+        self._active = False
+        self._records: dict[int, Any] = {}  # pool entries, whose connection may change
+        self._undo: list[Callable[[], None]] = []
 
     def on_connect(self, dbapi_connection: Any, record: Any) -> None:
-        self._connections.append(dbapi_connection)
-        module = type(dbapi_connection).__module__
+        self._records[id(record)] = record
+        if self._active:
+            self._install(dbapi_connection)
+
+    def _count(self, *args: Any) -> None:
+        self.trips += 1
+
+    def _install(self, connection: Any) -> None:
+        module = type(connection).__module__
         if module.startswith("sqlite3"):
-            dbapi_connection.set_trace_callback(self._sqlite_statement)
+            try:
+                connection.set_trace_callback(self._count)  # every statement SQLite runs
+            except Exception:  # closed since the pool dropped it
+                return
+            self._undo.append(lambda: _quietly(connection.set_trace_callback, None))
         elif module.startswith("pymysql"):
-            execute = dbapi_connection._execute_command
+            execute = connection._execute_command  # one command, one round trip
 
             def counted(*args: Any, **kwargs: Any) -> Any:
-                if self.active:
-                    self.trips += 1
+                self.trips += 1
                 return execute(*args, **kwargs)
 
-            dbapi_connection._execute_command = counted
-        if self.active:
-            self._trace(dbapi_connection)
-
-    def _sqlite_statement(self, sql: str) -> None:
-        if self.active:
-            self.trips += 1
-
-    def _trace(self, dbapi_connection: Any) -> None:
-        if type(dbapi_connection).__module__.startswith("psycopg"):
+            connection._execute_command = counted
+            self._undo.append(lambda: connection.__dict__.pop("_execute_command", None))
+        elif module.startswith("psycopg"):
             # libpq writes every protocol message; each round trip ends with ReadyForQuery.
+            if connection.closed:
+                return
             fd, path = tempfile.mkstemp(prefix="flask_uow_trace_")
             os.unlink(path)
-            dbapi_connection.pgconn.trace(fd)
-            self._traced.append((dbapi_connection, fd))
+            connection.pgconn.trace(fd)
+            self._undo.append(lambda: self._read_trace(connection, fd))
+
+    def _read_trace(self, connection: Any, fd: int) -> None:
+        connection.pgconn.untrace()  # flushes the trace
+        with os.fdopen(os.dup(fd), "rb") as trace:
+            trace.seek(0)
+            self.trips += sum(1 for line in trace if b"\tReadyForQuery" in line)
+        os.close(fd)
 
     def measure(self, operation: Callable[[], object]) -> int:
         """Round trips one ``operation()`` makes."""
         self.trips = 0
-        self.active = True
-        for connection in self._connections:
-            self._trace(connection)
+        self._active = True
+        for record in list(self._records.values()):
+            if record.dbapi_connection is not None:
+                self._install(record.dbapi_connection)
         try:
             operation()
         finally:
-            self.active = False
-            for connection, fd in self._traced:
-                connection.pgconn.untrace()  # flushes the trace
-                with os.fdopen(os.dup(fd), "rb") as trace:
-                    trace.seek(0)
-                    self.trips += sum(1 for line in trace if b"\tReadyForQuery" in line)
-                os.close(fd)
-            self._traced.clear()
+            self._active = False
+            for undo in self._undo:
+                undo()
+            self._undo.clear()
         return self.trips
+
+
+def _quietly(function: Callable[..., object], *args: Any) -> None:
+    try:
+        function(*args)
+    except Exception:
+        pass
 
 
 @contextmanager
@@ -186,6 +206,8 @@ def check(scenario: str, ours: Figures, twin: Figures, call_budget: int) -> None
         "tests/test_costs.py)"
     )
     print(report)
+    if scenario != "empty unit":
+        assert twin.trips > 0, "the round-trip counter saw no statement at all: " + report
     assert ours.trips - twin.trips <= EXTRA_ROUND_TRIPS, report
     assert ours.calls - twin.calls <= call_budget, report
 
