@@ -257,6 +257,8 @@ def machine() -> dict[str, Any]:
         "sqlalchemy": _version("SQLAlchemy"),
         "flask": _version("Flask"),
         "flask-sqlalchemy": _version("Flask-SQLAlchemy"),
+        "flask-sqlalchemy-lite": _version("Flask-SQLAlchemy-Lite"),
+        "advanced-alchemy": _version("advanced-alchemy"),
         "flask-uow": _version("flask-uow"),
         "flask-uow revision": source_revision(),
         "psycopg": _version("psycopg"),
