@@ -104,7 +104,7 @@ class Settings:
 
 
 FULL = Settings(rounds=31, sweep_rounds=15, chunk_seconds=0.06, min_calls=20)
-QUICK = Settings(rounds=5, sweep_rounds=3, chunk_seconds=0.005, min_calls=3)
+QUICK = Settings(rounds=4, sweep_rounds=0, chunk_seconds=0.004, min_calls=3)
 
 
 # -- engines -------------------------------------------------------------------------------
@@ -427,9 +427,12 @@ def run(settings: Settings, *, skip_postgresql: bool = False, log: Callable[[str
             log(f"overhead: {backend}")
             with wire() as counter:
                 contenders = Contenders(url)
+                gc.collect()
+                gc.freeze()  # what exists now is never garbage: keep collections short
                 try:
                     results["backends"][backend] = _run_backend(contenders, settings, counter, log)
                 finally:
+                    gc.unfreeze()
                     contenders.close()
     return results
 
@@ -451,6 +454,8 @@ def _run_backend(
             if name == "insert":
                 c.reset()
 
+    if not settings.sweep_rounds:
+        return out
     log("  nesting")
     depths = (1, 2, 4, 8)
     nesting: dict[str, dict[int, dict[str, list[float]]]] = {}
@@ -570,7 +575,7 @@ def markdown(results: dict) -> str:
         parts.append(_group_table(data["peers"], "operation", UOW))
         parts.append("")
         rows = []
-        for propagation, by_depth in data["nesting"].items():
+        for propagation, by_depth in data.get("nesting", {}).items():
             base = median(by_depth[1][UOW])
             for depth, samples in sorted(by_depth.items()):
                 m = median(samples[UOW])
@@ -584,7 +589,9 @@ def markdown(results: dict) -> str:
                     ]
                 )
         parts.append(
-            markdown_table(
+            ""
+            if not rows
+            else markdown_table(
                 [
                     "nesting (empty body; us per outermost unit)",
                     "bare (session passed down / begin_nested)",
