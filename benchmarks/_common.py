@@ -56,6 +56,8 @@ def fmt_ratio(value: float) -> str:
 
 
 BOOTSTRAP_RESAMPLES = 2000
+MIN_ROUNDS = 5
+"""Fewest paired rounds that give an interval (and so a verdict) at all."""
 
 
 def ratio_interval(
@@ -69,6 +71,8 @@ def ratio_interval(
     ratios = [x / y for x, y in zip(a, b, strict=True) if y]
     if not ratios:
         return float("nan"), float("nan"), float("nan")
+    if len(ratios) < MIN_ROUNDS:
+        return statistics.median(ratios), float("nan"), float("nan")
     rng = random.Random(seed)
     medians = sorted(
         statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(BOOTSTRAP_RESAMPLES)
@@ -83,16 +87,21 @@ def fmt_interval(value: tuple[float, float, float]) -> str:
     middle, low, high = value
     if math.isnan(middle):
         return "n/a"
+    if math.isnan(low):
+        return f"{middle:.2f}x [too few rounds]"
     return f"{middle:.2f}x [{low:.2f}, {high:.2f}]"
 
 
 MET, MISSED, TIE = "met", "**missed**", "tie within noise"
+NO_VERDICT = f"no verdict (fewer than {MIN_ROUNDS} rounds)"
 
 
 def verdict_at_most(interval: tuple[float, float, float], target: float) -> str:
     """A ratio that should be at most ``target``: met when the whole interval is at or below
     it, missed when the whole interval is above it, otherwise a tie within noise."""
     _, low, high = interval
+    if math.isnan(low):
+        return NO_VERDICT
     if high <= target:
         return MET
     if low > target:
@@ -103,6 +112,8 @@ def verdict_at_most(interval: tuple[float, float, float], target: float) -> str:
 def verdict_at_least(interval: tuple[float, float, float], target: float) -> str:
     """A ratio that should be at least ``target`` (a throughput ratio, say)."""
     _, low, high = interval
+    if math.isnan(low):
+        return NO_VERDICT
     if low >= target:
         return MET
     if high < target:

@@ -177,11 +177,11 @@ class Settings:
 
 
 FULL = Settings(
-    rounds=3,
-    seconds=4,
+    rounds=5,
+    seconds=3,
     warmup_seconds=2,
-    hold_rounds=3,
-    hold_seconds=6,
+    hold_rounds=5,
+    hold_seconds=5,
     warm_every_endpoint=True,
     concurrency=CONCURRENCY,
     sqlite=True,

@@ -104,7 +104,7 @@ class Settings:
 
 
 FULL = Settings(rounds=31, sweep_rounds=15, chunk_seconds=0.06, min_calls=20)
-QUICK = Settings(rounds=4, sweep_rounds=0, chunk_seconds=0.004, min_calls=3)
+QUICK = Settings(rounds=5, sweep_rounds=0, chunk_seconds=0.004, min_calls=3)
 
 
 # -- engines -------------------------------------------------------------------------------

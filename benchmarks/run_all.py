@@ -25,6 +25,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
@@ -36,6 +37,7 @@ from benchmarks._common import (  # noqa: E402
     MET,
     MISSED,
     ROOT,
+    TIE,
     load_average,
     machine,
     markdown_table,
@@ -58,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument(
+        "--http-rounds",
+        type=int,
+        help="rounds per HTTP cell (full run: 5, about 45 minutes for both backends)",
+    )
+    parser.add_argument("--http-sqlite", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument(
         "--force",
         action="store_true",
@@ -104,7 +112,14 @@ def main(argv: list[str] | None = None) -> int:
             sqlite_concurrency.QUICK if quick else sqlite_concurrency.FULL, log=log
         )
     if not args.skip_http:
-        results["http"] = http.run(http.QUICK if quick else http.FULL, log=log)
+        http_settings = http.QUICK if quick else http.FULL
+        if args.http_rounds:
+            http_settings = dataclasses.replace(
+                http_settings, rounds=args.http_rounds, hold_rounds=args.http_rounds
+            )
+        if args.http_sqlite is not None:
+            http_settings = dataclasses.replace(http_settings, sqlite=args.http_sqlite)
+        results["http"] = http.run(http_settings, log=log)
     elapsed = time.monotonic() - started
     results["elapsed_seconds"] = elapsed
     results["load_after"] = load_average()
@@ -282,11 +297,13 @@ def closing_note(results: dict[str, Any]) -> list[str]:
     lines.append("")
     if http_rows:
         met = sum(1 for *_, v in http_rows if v == MET)
+        ties = sum(1 for *_, v in http_rows if v == TIE)
         missed = [r for r in http_rows if r[2] == MISSED]
         lines += [
-            f"HTTP: {len(http_rows)} comparisons; {met} met, {len(missed)} missed, "
-            f"{len(http_rows) - met - len(missed)} ties within noise (a tie counts as *at "
-            "least equal*). Missed:",
+            f"HTTP: {len(http_rows)} comparisons; {met} met, {len(missed)} missed, {ties} ties "
+            "within noise (a tie counts as *at least equal*), "
+            f"{len(http_rows) - met - ties - len(missed)} without a verdict (too few rounds). "
+            "Missed:",
             "",
         ]
         lines += [f"- {w}: {t}" for w, t, _ in missed] or ["- none"]

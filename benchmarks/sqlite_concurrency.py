@@ -63,7 +63,7 @@ class Settings:
 
 
 FULL = Settings(rounds=7, seconds=3.0)
-QUICK = Settings(rounds=2, seconds=0.8)
+QUICK = Settings(rounds=5, seconds=0.3)
 
 JOURNAL = "rollback journal"
 WAL = "WAL"
@@ -216,7 +216,7 @@ def markdown(results: dict[str, Any]) -> str:
         rows,
     )
     what, verdict = target(results)
-    return f"{table}\n\nTarget: {what}: **{verdict}**.\n"
+    return f"{table}\n\nTarget: {what}: {verdict}.\n"
 
 
 def main(argv: list[str] | None = None) -> int:
