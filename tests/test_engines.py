@@ -69,3 +69,27 @@ def test_the_read_write_path_on_a_server_runs_on_the_stock_engine(
     read_only = variants.for_unit(read_only=True, isolation_level=None)
     assert list(read_only.dispatch.begin)  # READ ONLY is set by the variant's listener
     variants.engine.dispose()
+
+
+def test_a_locked_sqlite_database_fails_a_writer_with_sqlalchemys_operational_error(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    db = Database(
+        f"sqlite:///{path}",
+        metadata=Base.metadata,
+        engine_options={"connect_args": {"timeout": 0.05}},
+    )
+    db.create_all()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+            with db.unit_of_work():
+                db.session.add(Item(name="blocked"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    db.dispose()

@@ -92,17 +92,33 @@ def _sqlite_on_connect_wal(dbapi_connection: Any, record: ConnectionPoolEntry) -
 
 
 def _sqlite_on_begin(connection: Connection) -> None:
+    dbapi_connection: Any = connection.connection.dbapi_connection
     # An isolation level set on a connection makes pysqlite manage transactions again;
     # keep it out of the way before emitting our own BEGIN.
-    connection.connection.dbapi_connection.isolation_level = None  # type: ignore[union-attr]
+    dbapi_connection.isolation_level = None
     # A read-write unit takes the write lock up front, so two writers queue on the busy
     # timeout instead of deadlocking when both try to upgrade a shared lock (in WAL mode an
     # upgrade from a stale snapshot fails at once, without waiting). Everything else
     # (read-only units, plain engine connections) begins deferred.
-    if connection.get_execution_options().get(WRITE_LOCK_OPTION):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
-        connection.exec_driver_sql("BEGIN")
+    immediate = connection.get_execution_options().get(WRITE_LOCK_OPTION)
+    statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+    # Straight to the driver: through SQLAlchemy's execution path this BEGIN would cost as
+    # much Python as a small query. So it does not reach before_cursor_execute listeners or
+    # the echo log (which shows "BEGIN (implicit)"); errors are wrapped as SQLAlchemy wraps
+    # them ("database is locked" is an sqlalchemy.exc.OperationalError).
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(statement)
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise sa.exc.DBAPIError.instance(
+            statement,
+            None,
+            error,
+            connection.dialect.loaded_dbapi.Error,
+            dialect=connection.dialect,
+        ) from error
+    finally:
+        cursor.close()
 
 
 def _transaction_modes(connection: Connection) -> list[str]:
