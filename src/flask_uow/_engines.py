@@ -170,7 +170,9 @@ def _psycopg_end_read_only(connection: Connection) -> None:
     # those of the read-write units sharing the pool. A READ ONLY transaction wrote
     # nothing: end a healthy one with COMMIT instead, after which the driver's rollback,
     # which SQLAlchemy calls next, has nothing to do. A failed transaction, or a failing
-    # COMMIT, is left to that rollback, which reports the error as SQLAlchemy does.
+    # COMMIT, is left to that rollback, which reports the error as SQLAlchemy does. (What a
+    # READ ONLY transaction may still change, a session-level SET or a temporary table,
+    # outlives the unit as after any COMMIT.)
     driver_connection: Any = connection.connection.dbapi_connection
     if driver_connection is None or driver_connection.info.transaction_status != _PG_INTRANS:
         return
