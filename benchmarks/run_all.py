@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--http-sqlite", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument(
+        "--http-concurrency",
+        type=lambda text: tuple(int(c) for c in text.split(",")),
+        help="comma-separated wrk connection counts (full run: 1,8,32,64)",
+    )
+    parser.add_argument(
         "--force",
         action="store_true",
         help=f"write BENCHMARKS.md even if the load average exceeded {LOAD_FACTOR} x cores",
@@ -119,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.http_sqlite is not None:
             http_settings = dataclasses.replace(http_settings, sqlite=args.http_sqlite)
+        if args.http_concurrency:
+            http_settings = dataclasses.replace(http_settings, concurrency=args.http_concurrency)
         results["http"] = http.run(http_settings, log=log)
     elapsed = time.monotonic() - started
     results["elapsed_seconds"] = elapsed
