@@ -403,6 +403,22 @@ def reset(engine: sa.Engine) -> None:
         vacuum(engine)
 
 
+def check_connections(engine: sa.Engine) -> None:
+    """Stop early when the server cannot take every app's pool at once: the apps would fail
+    with "too many clients", and so would whoever else uses the server."""
+    workers = int(HOT_GUNICORN[HOT_GUNICORN.index("-w") + 1])
+    needed = len(APPS) * workers * HOT_POOL_SIZE + 10
+    with engine.connect() as conn:
+        limit = int(conn.exec_driver_sql("SHOW max_connections").scalar_one())
+        used = int(conn.exec_driver_sql("SELECT count(*) FROM pg_stat_activity").scalar_one())
+    if limit - used < needed:
+        raise SystemExit(
+            f"the HTTP benchmark needs {needed} PostgreSQL connections and the server has "
+            f"{limit - used} free ({used} of max_connections = {limit} in use); stop other "
+            "work on the server or raise max_connections"
+        )
+
+
 def wait_until_quiet(engine: sa.Engine, timeout: float = 30.0) -> None:
     """Wait until no app connection is running a statement or holding a transaction open."""
     query = sa.text(
@@ -514,6 +530,8 @@ def _run_backend(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"hot": {}, "hold": {}}
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    if engine.dialect.name == "postgresql":
+        check_connections(engine)
     log(f"http: seeding {url.database}")
     seed(engine)
 
