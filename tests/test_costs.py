@@ -52,13 +52,17 @@ from .models import Base, Item
 # - requests (the ledger's services, unit and on_commit hook against the twin's views):
 #   GET /customers/<id> +26 / +5 / +1, POST /transfers +20 / +60 / +60,
 #   GET /accounts/<id>/transfers +37 / +19 / +15.
-# The lead recalibrates these after the core rewrite (issue 9).
+# Recalibrated after the core rewrite (0.2): every unit budget still holds. POST /transfers
+# went to +46 / +93 / +86: about +26 on every backend is the ledger's body reading, which
+# stays correct for chunked and streamed bodies and which the twin does not repeat, and +9 on
+# PostgreSQL is the check that a unit's transaction was not aborted by a caught error before
+# it reports a COMMIT (see docs/guide.md).
 EMPTY_UNIT_CALL_BUDGET = -64 + 5
 PRIMARY_KEY_UNIT_CALL_BUDGET = 15 + 5
 INSERT_UNIT_CALL_BUDGET = 13 + 5
 READ_ONLY_UNIT_CALL_BUDGET = -3 + 5
 GET_CUSTOMER_CALL_BUDGET = 26 + 5
-POST_TRANSFER_CALL_BUDGET = 60 + 5
+POST_TRANSFER_CALL_BUDGET = 93 + 5
 GET_TRANSFERS_CALL_BUDGET = 37 + 5
 
 EXTRA_ROUND_TRIPS = 0

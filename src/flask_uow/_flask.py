@@ -205,6 +205,8 @@ def end_leaked_units(db: Database) -> None:
 
     Outermost, joined and savepoint units alike: whatever they touched is rolled back.
     """
+    if not db.runtime.units.get():
+        return
     context: AppContext | None = _cv_app.get(None)
     leaked = [unit for unit in live_units(db.runtime) if unit.scope is context]
     for unit in reversed(leaked):
