@@ -130,18 +130,21 @@ def register(db: Database, app: Flask) -> None:
     app.extensions[EXTENSION_KEY] = db
 
     if config.per_request:
-        _install_request_unit(db, app)
+        _install_request_unit(db, app, config.read_only_methods)
     app.teardown_appcontext(lambda error: end_leaked_units(db))
     app.cli.add_command(uow_cli)
     app.shell_context_processor(lambda: {"db": db})
 
 
-def _install_request_unit(db: Database, app: Flask) -> None:
+def _install_request_unit(db: Database, app: Flask, read_only_methods: frozenset[str]) -> None:
     # request_started is sent before any before_request hook runs, whatever order the
     # hooks, blueprints and extensions were registered in.
     def begin(sender: Flask, **extra: Any) -> None:
+        method = request.method
         unit = UnitOfWork(
-            db.runtime, origin=f"the per-request unit of {request.method} {request.path}"
+            db.runtime,
+            read_only=method in read_only_methods,
+            origin=f"the per-request unit of {method} {request.path}",
         )
         unit.__enter__()
         setattr(g, _REQUEST_UNIT, unit)
