@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from threading import get_ident
@@ -21,6 +21,7 @@ from ._decorate import transactional_wrapper
 from ._engines import EngineVariants, create_engine, masked
 from ._errors import NoActiveUnitOfWork, UnitOfWorkError
 from ._propagation import Propagation
+from ._replicas import Replicas, make_token
 from ._session import UnitSession, holds_connection
 from ._stats import Counters, UnitStats
 from ._unit import UnitOfWork
@@ -61,7 +62,12 @@ class Database:
         engine_options: Mapping[str, Any] | None = None,
         session_options: Mapping[str, Any] | None = None,
         metadata: sa.MetaData | None = None,
+        replicas: Sequence[str | URL] | Replicas | None = None,
     ) -> None:
+        if replicas is not None and not isinstance(replicas, Replicas):
+            replicas = Replicas(replicas, engine_options) if replicas else None
+        self.replicas: Replicas | None = replicas
+        """Read replicas for read-only outermost units (see docs/replicas.md), or None."""
         self.url: URL | None = sa.make_url(url) if url is not None else None
         """The URL used outside a Flask app context, or None when apps provide it."""
         self.engine_options: dict[str, Any] = dict(engine_options or {})
@@ -144,6 +150,8 @@ class Database:
         for variants in engines:
             assert variants is not None
             variants.engine.dispose()
+        if self.replicas is not None:
+            self.replicas.dispose()
 
     def _require_metadata(self, what: str) -> sa.MetaData:
         if self.metadata is None:
@@ -171,6 +179,7 @@ class Database:
         propagation: Propagation = Propagation.REQUIRED,
         read_only: bool = False,
         isolation_level: str | None = None,
+        after: str | None = None,
     ) -> UnitOfWork:
         """A new unit of work, to be used once in a ``with`` statement.
 
@@ -178,14 +187,26 @@ class Database:
         when it raises (any exception, re-raised unchanged), and always closes the session.
         ``propagation`` says what happens when a unit is already active (see
         ``Propagation``); ``read_only=True`` ends with ROLLBACK and refuses writes;
-        ``isolation_level`` applies to the connection of an outermost unit.
+        ``isolation_level`` applies to the connection of an outermost unit. ``after`` is a
+        token from ``causal_token()``: a read-only outermost unit then runs on a replica that
+        has replayed the writes it stands for, or on the primary.
         """
         return UnitOfWork(
             self,
             propagation=propagation,
             read_only=read_only,
             isolation_level=isolation_level,
+            after=after,
         )
+
+    def causal_token(self) -> str:
+        """An opaque string standing for the writes this thread or task has committed.
+
+        Hand it to another process (a background job, a client) and open a unit there with
+        ``unit_of_work(read_only=True, after=token)``: it sees those writes, whichever
+        replica it runs on. Without replicas the token is valid and asks for nothing.
+        """
+        return self.replicas.token() if self.replicas is not None else make_token(None)
 
     @overload
     def transactional(self, func: Callable[P, R], /) -> Callable[P, R]: ...
@@ -328,6 +349,8 @@ class Database:
             unit._engines = engines = state.variants() if state else self._default_variants()
             if engines.is_sqlite and unit.propagation is Propagation.REQUIRES_NEW:
                 self._refuse_sqlite_self_deadlock(unit, engines)
+            if self.replicas is not None and not unit.read_only:
+                self.replicas.watch_primary(engines.engine)
         elif isolation.thread != get_ident():
             raise UnitOfWorkError(
                 "flask_uow.testing.isolated() holds one connection for the thread that entered "
@@ -335,6 +358,12 @@ class Database:
                 "without isolated(), and clean up its data explicitly."
             )
         self._counters.count_start()
+
+    def _committed(self, unit: UnitOfWork) -> None:
+        # After an outermost read-write unit committed: its causal position, if it wrote.
+        replicas = self.replicas
+        if replicas is not None and unit._engines is not None:
+            replicas.note_commit(unit._engines.engine)
 
     def _refuse_sqlite_self_deadlock(self, unit: UnitOfWork, engines: EngineVariants) -> None:
         # SQLite has one writer at a time, and a writer commits only once no other
@@ -370,9 +399,15 @@ class Database:
         else:
             engines = unit._engines
             assert engines is not None
-            bind = engines.for_unit(
-                read_only=unit.read_only, isolation_level=unit.isolation_level
-            )
+            bind = None
+            if unit.read_only and self.replicas is not None:
+                bind = self.replicas.engine_for_read(
+                    unit.after, isolation_level=unit.isolation_level
+                ).engine
+            if bind is None:
+                bind = engines.for_unit(
+                    read_only=unit.read_only, isolation_level=unit.isolation_level
+                )
             session = UnitSession(bind=bind, **self.session_options)
         session.flask_uow_active = True
         session.flask_uow_read_only = unit.read_only

@@ -11,6 +11,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from ._pgbouncer import guard_prepared_statements
+
 READ_ONLY_OPTION = "flask_uow_read_only"
 """Execution option set on the engine variant used by read-only units."""
 
@@ -63,6 +65,7 @@ def _prepare(engine: sa.Engine) -> None:
         event.listen(engine, "begin", _mysql_on_begin)
     elif name == "postgresql":
         if engine.dialect.driver == "psycopg":
+            guard_prepared_statements(engine)  # behind PgBouncer, stop preparing statements
             event.listen(engine, "begin", _psycopg_on_begin)
             event.listen(engine, "checkin", _psycopg_on_checkin)
         else:

@@ -14,6 +14,7 @@ from flask import Flask, Response, g
 from flask.ctx import AppContext
 from flask.globals import _cv_app
 
+from . import _flask_replicas
 from ._engines import EngineVariants, create_engine
 from ._errors import UnitOfWorkError
 from ._hooks import logger
@@ -85,6 +86,7 @@ def register(db: Database, app: Flask) -> None:
     app.teardown_appcontext(lambda error: end_leaked_units(db))
     app.cli.add_command(uow_cli)
     app.shell_context_processor(lambda: {"db": db})
+    _flask_replicas.register(db, app)
 
 
 def _default_sqlite_url(app: Flask) -> str:

@@ -15,6 +15,7 @@ from ._engines import normalize_isolation_level
 from ._errors import NoActiveUnitOfWork, ReadOnlyViolation, UnexpectedRollback, UnitOfWorkError
 from ._hooks import Hook, logger, run_hooks
 from ._propagation import Propagation
+from ._replicas import parse_token
 from ._retry import is_transient
 from ._session import UnitSession, end_close, end_commit, end_rollback
 
@@ -87,6 +88,7 @@ class UnitOfWork:
         "_engines",
         "_retries_left",
         "_enclosing",
+        "after",
     )
 
     def __init__(
@@ -96,6 +98,7 @@ class UnitOfWork:
         propagation: Propagation = Propagation.REQUIRED,
         read_only: bool = False,
         isolation_level: str | None = None,
+        after: str | None = None,
     ) -> None:
         if not isinstance(propagation, Propagation):
             raise TypeError(
@@ -127,6 +130,8 @@ class UnitOfWork:
         self._engines: EngineVariants | None = None
         self._retries_left = 0
         self._enclosing: UnitOfWork | None = None  # a savepoint's enclosing owner
+        self.after = parse_token(after)
+        """The causal position a read-only outermost unit must see (from ``after=token``)."""
 
     def __repr__(self) -> str:
         kind = self._kind.value if self._kind else "not entered"
@@ -272,6 +277,8 @@ class UnitOfWork:
                         run_hooks(self._rollback_hooks, "on_rollback")
                     raise
                 self._close_quietly(session)
+                if not self.read_only:
+                    self._db._committed(self)
             self._finish()
             self._db._counters.count_end(committed=True)
             if self._commit_hooks:
