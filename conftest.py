@@ -81,7 +81,8 @@ with it (behind PgBouncer the client connection outlives it). Not run on ``pgbou
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    kept, dropped = [], []
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
         behind = callspec is not None and callspec.params.get("backend_url") == "pgbouncer"
@@ -187,6 +188,15 @@ def replica_url(request: pytest.FixtureRequest) -> str:
     if "replica" not in scratch.urls:
         pytest.skip(f"replica: {scratch.unavailable['replica']}")
     return scratch.urls["replica"].render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def pgbouncer_url(request: pytest.FixtureRequest) -> str:
+    """This session's PostgreSQL scratch database reached through PgBouncer (transaction mode)."""
+    scratch = request.config.stash[_SCRATCH]
+    if "pgbouncer" not in scratch.urls:
+        pytest.skip(f"pgbouncer: {scratch.unavailable['pgbouncer']}")
+    return scratch.urls["pgbouncer"].render_as_string(hide_password=False)
 
 
 @pytest.fixture
