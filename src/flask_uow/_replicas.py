@@ -49,8 +49,21 @@ _READ_PREFIXES = ("SELECT", "SHOW", "VALUES", "TABLE", "EXPLAIN")
 _PROBE_SQL = (
     "SELECT pg_last_wal_replay_lsn()::text, pg_last_wal_receive_lsn()::text, "
     "EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8, "
-    "pg_is_in_recovery()"
+    "pg_is_in_recovery(), "
+    # status is NULL for roles without pg_read_all_stats: then a receiver running will do
+    "EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status IS NULL OR status = 'streaming')"
 )
+"""How far a replica has replayed, and its lag. A replica that replayed all it received is
+0 s behind only while it streams: one cut off from the primary is as far behind as its
+last replayed transaction is old (an overestimate when the primary has been idle)."""
+
+
+def _measured_lag(
+    received: str | None, replayed: str | None, seconds: Any, streaming: Any
+) -> float:
+    if streaming and (received is None or replayed == received):
+        return 0.0
+    return max(float(seconds), 0.0) if seconds is not None else float("inf")
 _POSITION_SQL = "SELECT pg_current_wal_insert_lsn()::text"
 
 
@@ -336,7 +349,7 @@ class Replicas:
             except sa.exc.DBAPIError as error:
                 self._mark_down(replica, error)
                 return
-            replayed, received, seconds, in_recovery = row
+            replayed, received, seconds, in_recovery, streaming = row
             replica.probed_at = self._clock()
             if not in_recovery:
                 replica.lag = None  # promoted or not a standby: never read from it as one
@@ -344,8 +357,7 @@ class Replicas:
                 logger.warning("flask-uow: replica %s is not in recovery; skipping it", replica.url)
                 return
             replica.replayed = parse_lsn(replayed) if replayed else 0
-            caught_up = received is None or replayed == received
-            replica.lag = 0.0 if caught_up or seconds is None else max(float(seconds), 0.0)
+            replica.lag = _measured_lag(received, replayed, seconds, streaming)
         finally:
             replica.probe_lock.release()
 
@@ -373,9 +385,10 @@ class Replicas:
 
         Compiled INSERT/UPDATE/DELETE/DDL and any textual statement not starting with
         SELECT, SHOW, VALUES, TABLE or EXPLAIN count as writes. A COMMIT after a write
-        leaves ``note_commit()`` something to do.
+        leaves ``note_commit()`` something to do. A primary that is not PostgreSQL has no
+        WAL position to wait for: it is not watched, and its writes leave no position.
         """
-        if event.contains(engine, "commit", self._on_commit):
+        if engine.dialect.name != "postgresql" or event.contains(engine, "commit", self._on_commit):
             return
         event.listen(engine, "begin", _on_begin)
         event.listen(engine, "before_cursor_execute", _on_execute)
@@ -466,14 +479,14 @@ class Replicas:
                 message = str(error.orig or error).strip().splitlines()[0]
                 found.append(ReplicaStatus(replica.url, False, message, None, None))
                 continue
-            replayed, received, seconds, in_recovery = row
+            replayed, received, seconds, in_recovery, streaming = row
             if not in_recovery:
                 found.append(
                     ReplicaStatus(replica.url, True, "not a standby (not in recovery)", None, None)
                 )
                 continue
-            lag = 0.0 if received is None or replayed == received else float(seconds or 0.0)
-            found.append(ReplicaStatus(replica.url, True, None, replayed, max(lag, 0.0)))
+            lag = _measured_lag(received, replayed, seconds, streaming)
+            found.append(ReplicaStatus(replica.url, True, None, replayed, lag))
         return found
 
     def dispose(self) -> None:
