@@ -25,6 +25,7 @@ from flask_uow import Database
 from flask_uow._replicas import Replicas, parse_token
 
 from .models import Base, Item
+from .reliability._http import Gunicorn, call
 
 REPLICA_PORT = 5433
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "replica.sh"
@@ -457,6 +458,61 @@ def test_a_user_who_posts_then_gets_on_another_worker_never_reads_stale_data(
     finally:
         db1.dispose()
         db2.dispose()
+
+
+def test_users_posting_then_getting_through_gunicorn_workers_never_read_stale_data(
+    rdb: Database,
+    primary_url: str,
+    replica_url: str,
+    replica_admin: sa.Engine,
+    tmp_path: Path,
+) -> None:
+    root = str(Path(__file__).resolve().parent.parent)
+    server = Gunicorn(
+        "tests.replica_app:create_app()",
+        env={"PRIMARY_URL": primary_url, "REPLICA_URL": replica_url, "PYTHONPATH": root},
+        log_path=tmp_path / "gunicorn.log",
+        workers=2,
+        threads=4,
+    )
+    stale: list[str] = []
+    own_on_primary: list[bool] = []
+    others_on_replica: list[bool] = []
+    crossed: list[bool] = []  # a GET served by another worker than the POST before it
+    lock = threading.Lock()
+
+    def user(number: int) -> None:
+        for step in range(8):
+            name = f"g{number}-{step}"
+            posted = call(server.port, "POST", f"/items/{name}")
+            assert posted.status == 201, posted.body
+            cookie = posted.headers["set-cookie"].split(";", 1)[0]
+            got = call(server.port, "GET", "/items", headers={"Cookie": cookie})
+            stranger = call(server.port, "GET", "/items")
+            assert got.status == stranger.status == 200
+            body = got.json()
+            with lock:
+                if name not in body["names"]:
+                    stale.append(name)
+                own_on_primary.append(body["port"] != REPLICA_PORT)
+                others_on_replica.append(stranger.json()["port"] == REPLICA_PORT)
+                crossed.append(body["worker"] != posted.json()["worker"])
+
+    with server, paused_replay(replica_admin):
+        threads = [threading.Thread(target=user, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    print(
+        f"gunicorn: stale own reads {len(stale)} of {len(own_on_primary)}; "
+        f"other users' reads on the replica {sum(others_on_replica)} of "
+        f"{len(others_on_replica)}; GETs served by another worker than their POST {sum(crossed)}"
+    )
+    assert len(own_on_primary) == 6 * 8
+    assert stale == []
+    assert all(own_on_primary)
+    assert all(others_on_replica)
 
 
 def test_flask_uow_check_reports_each_replica_and_a_pooler(
