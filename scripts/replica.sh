@@ -193,6 +193,8 @@ pool_mode = transaction
 max_client_conn = 400
 default_pool_size = 8
 server_lifetime = 600
+; Test sessions make many short-lived databases: do not keep idle server connections to them.
+server_idle_timeout = 10
 logfile = $BOUNCER_DIR/pgbouncer.log
 pidfile = $BOUNCER_DIR/pgbouncer.pid
 ignore_startup_parameters = extra_float_digits

@@ -153,6 +153,18 @@ def test_a_read_only_unit_joined_to_a_read_write_unit_runs_on_the_primary(rdb: D
             assert rdb.session.scalars(sa.select(Item.name)).all() == ["pending"]
 
 
+def test_a_serializable_read_only_unit_runs_on_the_primary_which_alone_allows_it(
+    rdb: Database,
+) -> None:
+    with rdb.unit_of_work(read_only=True, isolation_level="SERIALIZABLE"):
+        assert rdb.session.scalar(sa.text("SELECT inet_server_port()")) != REPLICA_PORT
+
+
+def test_a_token_that_is_not_one_is_refused_with_the_fix(rdb: Database) -> None:
+    with pytest.raises(ValueError, match=r"db\.causal_token\(\)"):
+        rdb.unit_of_work(read_only=True, after="0/16B3748")
+
+
 def test_a_thread_reads_its_own_write_while_replay_is_paused_and_others_read_the_replica(
     rdb: Database, replica_admin: sa.Engine
 ) -> None:
@@ -221,8 +233,14 @@ def test_a_replica_further_behind_than_max_lag_is_skipped(
 
 
 def test_at_least_90_percent_of_read_only_units_run_on_the_replica_under_load(
-    rdb: Database,
+    primary_url: str, replica_url: str, replica_admin: sa.Engine
 ) -> None:
+    # The replica also replays every other test session's work on this server: give a
+    # read after its own write time to see it there, as a production setting would.
+    rdb = make_db(primary_url, replica_url, max_wait=2.0)
+    rdb.drop_all()
+    rdb.create_all()
+    wait_for_table(replica_admin)
     ports: list[int] = []
     stale: list[str] = []
     lock = threading.Lock()
@@ -239,10 +257,14 @@ def test_at_least_90_percent_of_read_only_units_run_on_the_replica_under_load(
                         stale.append(name)
 
     threads = [threading.Thread(target=user, args=(number,)) for number in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        rdb.drop_all()
+        rdb.dispose()
     on_replica = sum(port == REPLICA_PORT for port in ports) / len(ports)
     print(
         f"read-only units on the replica: {on_replica:.1%} of {len(ports)}; "

@@ -253,14 +253,16 @@ class Replicas:
         ``after`` is a position the unit must see (an explicit token's); the current causal
         position is added. Returns a replica's read-only engine, whose pool has just handed
         out and taken back a live connection (so a replica that cannot be reached is never
-        returned), or ``ReadChoice(None, None)``: run on the primary. Never raises for a
+        returned), or ``ReadChoice(None, None)``: run on the primary (always for
+        SERIALIZABLE, which a hot standby refuses). Never raises for a
         replica's sake; costs no round trip unless a replica's cached status is older than
         ``probe_interval`` or the causal position is ahead of every cached one.
         """
         needed = self._position.get()
         if after is not None and (needed is None or after > needed):
             needed = after
-        if needed == UNKNOWN_POSITION:
+        if needed == UNKNOWN_POSITION or isolation_level == "SERIALIZABLE":
+            # A hot standby refuses SERIALIZABLE transactions.
             return self._fallback()
         now = self._clock()
         choice = self._pick(needed, now, refresh=False)
@@ -270,8 +272,8 @@ class Replicas:
             return self._fallback()
         with self._lock:
             self._reads += 1
-        return ReadChoice(choice.variants.for_unit(read_only=True, isolation_level=isolation_level),
-                          choice.url)
+        engine = choice.variants.for_unit(read_only=True, isolation_level=isolation_level)
+        return ReadChoice(engine, choice.url)
 
     def _fallback(self) -> ReadChoice:
         with self._lock:
@@ -333,8 +335,14 @@ class Replicas:
     # -- health and positions ------------------------------------------------------------------
 
     def _probe(self, replica: Replica, now: float, *, wait: bool) -> None:
-        """Ask ``replica`` how far it has replayed; one thread at a time, others use the cache."""
-        if not replica.probe_lock.acquire(blocking=wait):
+        """Ask ``replica`` how far it has replayed; one thread at a time, others use the cache.
+
+        With ``wait``, a thread that finds a probe under way waits for it and uses its answer.
+        """
+        if not replica.probe_lock.acquire(blocking=False):
+            if wait:
+                with replica.probe_lock:
+                    pass
             return
         try:
             if not wait and self._clock() - replica.probed_at < self.probe_interval:
