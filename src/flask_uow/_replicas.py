@@ -326,8 +326,10 @@ class Replicas:
     def _usable(self, replica: Replica) -> bool:
         """Check a connection out and back in: a replica down since its last probe fails here."""
         try:
-            replica.variants.engine.connect().close()
-        except sa.exc.DBAPIError as error:
+            # The pool alone (no Connection object): its checkout runs the dead-connection
+            # check and connects if needed; errors come straight from the driver.
+            replica.variants.engine.pool.connect().close()
+        except Exception as error:
             self._mark_down(replica, error)
             return False
         return True
