@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from flask import Flask, Response, jsonify
 from sqlalchemy import event
 
-from flask_uow import Database
+from flask_uow import Database, UnitOfWorkWarning
 from flask_uow._replicas import Replicas, parse_token
 
 from .models import Base, Item
@@ -535,6 +535,18 @@ def test_users_posting_then_getting_through_gunicorn_workers_never_read_stale_da
     assert stale == []
     assert all(own_on_primary)
     assert all(others_on_replica)
+
+
+def test_an_app_without_a_secret_key_is_warned_that_users_may_read_stale_data(
+    rdb: Database, primary_url: str, replica_url: str
+) -> None:
+    app, db = make_worker(primary_url, replica_url)
+    app.config["SECRET_KEY"] = None
+    client = app.test_client()
+    with pytest.warns(UnitOfWorkWarning, match="SECRET_KEY"):
+        assert client.post("/items/unsigned").status_code == 201
+    assert client.get_cookie("session") is None
+    db.dispose()
 
 
 def test_flask_uow_check_reports_each_replica_and_a_pooler(
