@@ -435,11 +435,15 @@ class Replicas:
         return position
 
     def note_position(self, position: Position | None) -> None:
-        """Raise the current causal position to ``position`` (never lowers it)."""
+        """Raise the current causal position to ``position`` (never lowers it).
+
+        An unknown position (a commit whose position could not be read) is replaced by the
+        next known one: a later commit on the same primary is further along the WAL.
+        """
         if position is None:
             return
         current = self._position.get()
-        if current is None or position > current:
+        if current is None or current == UNKNOWN_POSITION or position > current:
             self._position.set(position)
 
     def current_position(self) -> Position | None:
