@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 APP := ledger.app:create_app
 
-.PHONY: run test lint typecheck pytest pytest-sqlalchemy20 pytest-no-flask dist-check bench bench-quick stress clean
+.PHONY: run test lint typecheck pytest pytest-sqlalchemy20 pytest-no-flask dist-check bench bench-quick stress replica clean
 
 $(STAMP): pyproject.toml $(wildcard examples/ledger/pyproject.toml)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "flask-uow needs Python 3.11 or newer: run make PYTHON=python3.11 ...")'
@@ -50,6 +50,10 @@ bench-quick: $(STAMP)
 
 stress: $(STAMP)
 	$(BIN)/python tests/reliability/run_stress.py
+
+# A streaming replica of the local PostgreSQL on 5433 and PgBouncer on 6432 (needs root).
+replica:
+	bash scripts/replica.sh start
 
 # The library's own tests again on the newest SQLAlchemy 2.0, in a second virtualenv.
 VENV20 := .venv-sqlalchemy20

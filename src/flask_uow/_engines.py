@@ -12,6 +12,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from ._pgbouncer import guard_prepared_statements
+
 READ_ONLY_OPTION = "flask_uow_read_only"
 """Execution option set on the engine variant used by read-only units."""
 
@@ -60,6 +62,8 @@ def create_engine(
         connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_SECONDS)
         options["connect_args"] = connect_args
     engine = sa.create_engine(url, **options)
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        guard_prepared_statements(engine)  # behind PgBouncer, stop preparing statements
     if engine.dialect.name == "sqlite":
         wal = sqlite_wal and not _is_memory(engine)
         if wal:

@@ -16,6 +16,7 @@ from flask.ctx import AppContext
 from flask.globals import _cv_app
 from flask.signals import request_started
 
+from . import _flask_replicas
 from ._engines import EngineVariants, create_engine
 from ._errors import UnitOfWorkError, UnitOfWorkWarning
 from ._flask_config import AppConfig, read_config
@@ -134,6 +135,8 @@ def register(db: Database, app: Flask) -> None:
     app.teardown_appcontext(lambda error: end_leaked_units(db))
     app.cli.add_command(uow_cli)
     app.shell_context_processor(lambda: {"db": db})
+    _flask_replicas.register(db, app)
+    _flask_replicas.register(db, app)
 
 
 def _install_request_unit(db: Database, app: Flask, read_only_methods: frozenset[str]) -> None:

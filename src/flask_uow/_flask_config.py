@@ -29,6 +29,9 @@ KNOWN_KEYS = frozenset(
         "UOW_PER_REQUEST_READ_ONLY_METHODS",
         "UOW_SQLITE_FOREIGN_KEYS",
         "UOW_SQLITE_WAL",
+        "UOW_REPLICA_URLS",
+        "UOW_REPLICA_MAX_LAG",
+        "UOW_REPLICA_MAX_WAIT",
     }
 )
 """Every ``UOW_*`` config key flask-uow reads."""

@@ -18,6 +18,7 @@ from ._stats import Counters
 
 if TYPE_CHECKING:
     from ._engines import EngineVariants
+    from ._replicas import Replicas
     from ._session import UnitSession
     from ._unit import UnitOfWork
 
@@ -74,6 +75,7 @@ class Runtime:
         "scope",
         "isolation",
         "observers",
+        "replicas",
     )
 
     def __init__(
@@ -102,6 +104,8 @@ class Runtime:
         """Set by ``flask_uow.testing.isolated()``: every thread sees it."""
         self.observers: tuple[UnitObserver, ...] = ()
         """Told of every unit's entry, end and retry; see ``observe()``."""
+        self.replicas: Replicas | None = None
+        """Read replicas for read-only outermost units (``Database(replicas=...)``)."""
 
     def observe(self, observer: UnitObserver) -> None:
         """Tell ``observer`` about every unit of this Database from now on."""
