@@ -65,6 +65,11 @@ GET_CUSTOMER_CALL_BUDGET = 26 + 5
 POST_TRANSFER_CALL_BUDGET = 93 + 5
 GET_TRANSFERS_CALL_BUDGET = 37 + 5
 
+# Counted on direct connections: behind PgBouncer the twins would need the pooler's settings.
+pytestmark = pytest.mark.parametrize(
+    "backend_url", ["sqlite", "postgresql", "mariadb"], indirect=True
+)
+
 EXTRA_ROUND_TRIPS = 0
 """Round trips flask-uow may add to its twin, per unit or request: none."""
 

@@ -62,9 +62,8 @@ def test_an_unsupported_backend_is_refused_by_name(url: str) -> None:
             pass
 
 
+@pytest.mark.parametrize("backend_url", ["postgresql", "mariadb"], indirect=True)
 def test_a_server_database_is_dropped_also_when_the_block_raises(backend_url: str) -> None:
-    if sa.make_url(backend_url).get_backend_name() == "sqlite":
-        pytest.skip("covered for SQLite files by the folder tests above")
     with pytest.raises(ZeroDivisionError):
         with scratch_database(backend_url) as url:
             engine = sa.create_engine(url, poolclass=sa.pool.NullPool)

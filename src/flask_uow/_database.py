@@ -85,12 +85,22 @@ class Database(QueryHelpers):
 
     @property
     def replicas(self) -> Replicas | None:
-        """Read replicas for read-only outermost units (see docs/replicas.md), or None."""
+        """The read replicas read-only outermost units use here (see docs/replicas.md).
+
+        Inside a Flask app context, those of the app's ``UOW_REPLICA_URLS`` if it set any;
+        otherwise ``own_replicas``.
+        """
+        integration = self._runtime.integration
+        if integration is not None:
+            replicas = integration.current_replicas()
+            if replicas is not None:
+                return replicas
         return self._runtime.replicas
 
-    @replicas.setter
-    def replicas(self, replicas: Replicas | None) -> None:
-        self._runtime.replicas = replicas
+    @property
+    def own_replicas(self) -> Replicas | None:
+        """The replicas given to ``Database(replicas=...)``, used outside apps that set any."""
+        return self._runtime.replicas
 
     def causal_token(self) -> str:
         """An opaque string standing for the writes this thread or task has committed.
@@ -99,7 +109,7 @@ class Database(QueryHelpers):
         ``unit_of_work(read_only=True, after=token)``: it sees those writes, whichever
         replica it runs on. Without replicas the token is valid and asks for nothing.
         """
-        replicas = self._runtime.replicas
+        replicas = self.replicas
         return replicas.token() if replicas is not None else make_token(None)
 
     def __repr__(self) -> str:
@@ -154,6 +164,7 @@ class Database(QueryHelpers):
                     sqlite_wal=self.sqlite_wal,
                 )
                 self._default = EngineVariants(engine)
+                self._default.replicas = self._runtime.replicas
                 self._runtime.default = self._default
             return self._default
 
@@ -178,6 +189,8 @@ class Database(QueryHelpers):
         for variants in engines:
             assert variants is not None
             variants.engine.dispose()
+        if integration is not None:
+            integration.dispose()
         if self._runtime.replicas is not None:
             self._runtime.replicas.dispose()
 
@@ -349,7 +362,7 @@ class Database(QueryHelpers):
         primary, or waited for a replica to catch up.
         """
         stats = self._runtime.counters.snapshot()
-        replicas = self._runtime.replicas
+        replicas = self.replicas
         if replicas is None:
             return stats
         routed = replicas.stats

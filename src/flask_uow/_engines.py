@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -13,6 +13,9 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from ._pgbouncer import guard_prepared_statements
+
+if TYPE_CHECKING:
+    from ._replicas import Replicas
 
 READ_ONLY_OPTION = "flask_uow_read_only"
 """Execution option set on the engine variant used by read-only units."""
@@ -274,6 +277,7 @@ class EngineVariants:
         "is_memory",
         "wal",
         "aborts_on_error",
+        "replicas",
         "_read_write",
         "_variants",
         "_lock",
@@ -290,6 +294,8 @@ class EngineVariants:
         """True for a SQLite database in WAL mode: a reader never blocks the writer."""
         self.aborts_on_error = engine.dialect.name == "postgresql"
         """True when a failed statement aborts the whole transaction (PostgreSQL)."""
+        self.replicas: Replicas | None = None
+        """Read replicas of this primary, for read-only outermost units (set by its owner)."""
         self._variants: dict[tuple[bool, str | None], sa.Engine] = {}
         self._lock = threading.Lock()
         self._checkin_listener = False

@@ -26,6 +26,7 @@ from ._unit import UnitOfWork, live_units
 
 if TYPE_CHECKING:
     from ._database import Database
+    from ._replicas import Replicas
 
 EXTENSION_KEY = "flask-uow"
 _REQUEST_UNIT = "_flask_uow_request_unit"
@@ -37,6 +38,7 @@ class AppState:
 
     config: AppConfig
     created: EngineVariants | None = None
+    replicas: Replicas | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def variants(self) -> EngineVariants:
@@ -45,7 +47,7 @@ class AppState:
             with self.lock:
                 if self.created is None:
                     config = self.config
-                    self.created = EngineVariants(
+                    created = EngineVariants(
                         create_engine(
                             config.url,
                             config.engine_options,
@@ -53,6 +55,8 @@ class AppState:
                             sqlite_wal=config.sqlite_wal,
                         )
                     )
+                    created.replicas = self.replicas
+                    self.created = created
                 created = self.created
         return created
 
@@ -94,6 +98,18 @@ class FlaskIntegration:
     def created_engines(self) -> list[EngineVariants]:
         return [state.created for state in list(self.apps.values()) if state.created]
 
+    def current_replicas(self) -> Replicas | None:
+        context = _cv_app.get(None)
+        if context is None:
+            return None
+        state = self.state(context.app)
+        return state.replicas if state is not None else None
+
+    def dispose(self) -> None:
+        for state in list(self.apps.values()):
+            if state.replicas is not None:
+                state.replicas.dispose()
+
 
 def register(db: Database, app: Flask) -> None:
     """Attach ``db`` to ``app``: config, request hooks, teardown, CLI and shell context."""
@@ -127,7 +143,7 @@ def register(db: Database, app: Flask) -> None:
                 "session_options to Database() instead."
             )
         db.session_options = merged
-    integration.apps[app] = AppState(config)
+    state = integration.apps[app] = AppState(config)
     app.extensions[EXTENSION_KEY] = db
 
     if config.per_request:
@@ -135,7 +151,7 @@ def register(db: Database, app: Flask) -> None:
     app.teardown_appcontext(lambda error: end_leaked_units(db))
     app.cli.add_command(uow_cli)
     app.shell_context_processor(lambda: {"db": db})
-    _flask_replicas.register(db, app)
+    state.replicas = _flask_replicas.register(db, app)
     _flask_replicas.register(db, app)
 
 

@@ -32,27 +32,29 @@ _SCOPE = "_flask_uow_causal_scope"
 _WARNED = "flask-uow-replicas-warned-no-secret"
 
 
-def register(db: Database, app: Flask) -> None:
-    """Create ``db.replicas`` from ``UOW_REPLICA_URLS`` and carry causal positions per user.
+def register(db: Database, app: Flask) -> Replicas | None:
+    """The app's replicas, from ``UOW_REPLICA_URLS``; carry causal positions per user.
 
     Reads ``UOW_REPLICA_URLS`` (a list of URLs, or one string with URLs separated by
     spaces or commas), ``UOW_REPLICA_MAX_LAG`` and ``UOW_REPLICA_MAX_WAIT`` (seconds).
-    Does nothing when neither the config nor ``Database(replicas=...)`` names a replica.
+    The replicas belong to this app (each app of a shared Database has its own); without
+    ``UOW_REPLICA_URLS`` the app uses ``Database(replicas=...)``, if any. Returns None, and
+    installs nothing, when neither names a replica.
     """
     config = app.config
     urls = config.get("UOW_REPLICA_URLS")
     if isinstance(urls, str):
         urls = urls.replace(",", " ").split()
-    if urls and db.replicas is None:
-        db.replicas = Replicas(
+    replicas = db.own_replicas
+    if urls:
+        replicas = Replicas(
             list(urls),
             {**db.engine_options, **config.get("UOW_ENGINE_OPTIONS", {})},
             max_lag=float(config.get("UOW_REPLICA_MAX_LAG", DEFAULT_MAX_LAG)),
             max_wait=float(config.get("UOW_REPLICA_MAX_WAIT", DEFAULT_MAX_WAIT)),
         )
-    replicas = db.replicas
     if replicas is None:
-        return
+        return None
 
     def start(sender: Flask, **extra: Any) -> None:
         stored = session.get(SESSION_KEY)
@@ -90,6 +92,7 @@ def register(db: Database, app: Flask) -> None:
     # every other (a per-request unit commits in one), just before the session is saved.
     app.after_request_funcs.setdefault(None, []).insert(0, save)
     app.teardown_request(end)
+    return replicas
 
 
 def _store(flask_session: SessionMixin, position: int) -> None:

@@ -43,6 +43,12 @@ class Integration(Protocol):
     def created_engines(self) -> list[EngineVariants]:
         """Every engine set the integration created, for ``Database.dispose()``."""
 
+    def current_replicas(self) -> Replicas | None:
+        """The read replicas the current app configured, or None to use the Database's."""
+
+    def dispose(self) -> None:
+        """Close what the integration created beyond engines (replicas' pools)."""
+
 
 class UnitObserver(Protocol):
     """Told when units of a Database begin and end (tracing, metrics, debug panels).

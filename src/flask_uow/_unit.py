@@ -34,6 +34,7 @@ from ._session import (
 
 if TYPE_CHECKING:
     from ._engines import EngineVariants
+    from ._replicas import Replicas
     from ._runtime import Runtime
 
 Origin = tuple[CodeType, int] | str | None
@@ -97,6 +98,7 @@ class UnitOfWork:
         "_token",
         "_depth",
         "_invalidated_by",
+        "_replicas",
         "after",
     )
 
@@ -145,6 +147,7 @@ class UnitOfWork:
         self._token: Token[tuple[UnitOfWork, ...]] | None = None
         self._depth = 0
         self._invalidated_by: UnitOfWork | None = None
+        self._replicas: Replicas | None = None
         self.after: int | None = None
         """The causal position a read-only outermost unit must see (``after=token``)."""
 
@@ -353,8 +356,9 @@ class UnitOfWork:
             if engines is None or runtime.integration is not None:
                 engines = runtime.engines()
             self._engines = engines
-            if runtime.replicas is not None and not self.read_only:
-                runtime.replicas.watch_primary(engines.engine)
+            replicas = self._replicas = engines.replicas
+            if replicas is not None and not self.read_only:
+                replicas.watch_primary(engines.engine)
             if stack and engines.is_sqlite:
                 self._refuse_sqlite_self_deadlock(stack, engines)
         elif isolation.thread != get_ident():
@@ -432,7 +436,7 @@ class UnitOfWork:
             engines = self._engines
             assert engines is not None
             bind: sa.Engine | None = None
-            replicas = runtime.replicas
+            replicas = self._replicas
             if self.read_only and replicas is not None:
                 bind = replicas.engine_for_read(
                     self.after, isolation_level=self.isolation_level
@@ -581,7 +585,7 @@ class UnitOfWork:
             raise
         self._close_quietly(session)
         self._finish(Outcome.COMMITTED)
-        replicas = self._runtime.replicas
+        replicas = self._replicas
         if replicas is not None and self._engines is not None:
             replicas.note_commit(self._engines.engine)  # the causal position, if it wrote
         if self._commit_hooks:

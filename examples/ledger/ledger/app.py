@@ -23,15 +23,23 @@ DEFAULTS: Mapping[str, Any] = {
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the ledger app.
 
-    Configuration, later entries winning: :data:`DEFAULTS`; the ``DATABASE_URL`` environment
-    variable as ``UOW_DATABASE_URL``; ``config``. Without a URL, flask-uow uses a SQLite file
-    ``app.db`` in the instance folder (``examples/ledger/instance/`` in a source checkout).
+    Configuration, later entries winning: :data:`DEFAULTS`; the environment variables
+    ``DATABASE_URL`` as ``UOW_DATABASE_URL``, ``REPLICA_URLS`` (space-separated) as
+    ``UOW_REPLICA_URLS`` and ``SECRET_KEY``; ``config``. Without a URL, flask-uow uses a SQLite
+    file ``app.db`` in the instance folder (``examples/ledger/instance/`` in a source checkout).
+
+    With replicas, the GET endpoints (read-only services) read from a replica, and a client
+    that keeps the session cookie always sees its own writes (the position of its last write
+    travels in the signed cookie: give every worker the same ``SECRET_KEY``).
     """
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(DEFAULTS)
     database_url = os.environ.get("DATABASE_URL")
     if database_url:
         app.config["UOW_DATABASE_URL"] = database_url
+    for variable, key in (("REPLICA_URLS", "UOW_REPLICA_URLS"), ("SECRET_KEY", "SECRET_KEY")):
+        if os.environ.get(variable):
+            app.config[key] = os.environ[variable]
     if config is not None:
         app.config.from_mapping(config)
 
