@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         UnexpectedRollback,
         UnitOfWorkError,
         UnitOfWorkWarning,
+        UnitTimeout,
     )
     from ._propagation import Propagation
     from ._retry import is_transient
@@ -42,6 +43,7 @@ _EXPORTS = {
     "UnitOfWork": "._unit",
     "UnitOfWorkError": "._errors",
     "UnitOfWorkWarning": "._errors",
+    "UnitTimeout": "._errors",
     "UnitSession": "._session",
     "UnitState": "._unit",
     "UnitStats": "._stats",
@@ -61,6 +63,7 @@ __all__ = [
     "UnitOfWork",
     "UnitOfWorkError",
     "UnitOfWorkWarning",
+    "UnitTimeout",
     "UnitSession",
     "UnitState",
     "UnitStats",

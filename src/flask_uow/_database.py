@@ -19,6 +19,7 @@ from ._propagation import Propagation
 from ._runtime import Runtime
 from ._session import SessionProxy, UnitSession
 from ._stats import UnitStats
+from ._timeouts import Seconds, Timeouts
 from ._unit import UnitOfWork, current_unit, why_no_session
 
 if TYPE_CHECKING:
@@ -51,6 +52,9 @@ class Database:
         metadata: sa.MetaData | None = None,
         sqlite_foreign_keys: bool = True,
         sqlite_wal: bool = True,
+        statement_timeout: Seconds | None = None,
+        lock_timeout: Seconds | None = None,
+        warn_idle_ms: float | None = None,
     ) -> None:
         self.url: URL | None = sa.make_url(url) if url is not None else None
         """The URL used outside a Flask app context, or None when apps provide it."""
@@ -75,6 +79,29 @@ class Database:
             self._default_engines,
         )
         self._proxy = SessionProxy(self.session_class, self._resolve_session)
+        self.set_timeouts(statement_timeout=statement_timeout, lock_timeout=lock_timeout)
+        self.warn_idle_ms: float | None = None
+        """Threshold of the idle-in-transaction warning in milliseconds, or None when off."""
+        if warn_idle_ms is not None:
+            self.warn_idle(warn_idle_ms)
+
+    def set_timeouts(
+        self, *, statement_timeout: Seconds | None = None, lock_timeout: Seconds | None = None
+    ) -> None:
+        """Set the timeouts of every outermost unit that does not set its own (see guide)."""
+        self._runtime.default_timeouts = Timeouts.resolve(
+            Timeouts.from_options(statement_timeout, lock_timeout), None
+        )
+
+    def warn_idle(self, threshold_ms: float | None) -> None:
+        """Log a warning when a unit holds its connection idle longer than ``threshold_ms``.
+
+        None turns the warning off. See ``flask_uow._idle`` and docs/observability.md.
+        """
+        from ._idle import configure_idle_warning
+
+        configure_idle_warning(self._runtime, threshold_ms)
+        self.warn_idle_ms = threshold_ms
 
     def __repr__(self) -> str:
         where = masked(self.url) if self.url is not None else "no URL"
@@ -180,6 +207,8 @@ class Database:
         propagation: Propagation = Propagation.REQUIRED,
         read_only: bool = False,
         isolation_level: str | None = None,
+        statement_timeout: Seconds | None = None,
+        lock_timeout: Seconds | None = None,
     ) -> UnitOfWork:
         """A new unit of work, to be used once in a ``with`` statement.
 
@@ -187,7 +216,10 @@ class Database:
         when it raises (any exception, re-raised unchanged), and always closes the session.
         ``propagation`` says what happens when a unit is already active (see
         ``Propagation``); ``read_only=True`` ends with ROLLBACK and refuses writes;
-        ``isolation_level`` applies to the transaction of an outermost unit.
+        ``isolation_level`` applies to the transaction of an outermost unit, and so do
+        ``statement_timeout`` and ``lock_timeout`` (seconds or a ``timedelta``; None takes
+        the Database's default, 0 turns it off): when one expires the transaction rolls back
+        and ``UnitTimeout`` is raised. Units that join a transaction keep its timeouts.
         """
         caller = sys._getframe(1)
         return UnitOfWork(
@@ -196,6 +228,8 @@ class Database:
             read_only=read_only,
             isolation_level=isolation_level,
             origin=(caller.f_code, caller.f_lineno),
+            statement_timeout=statement_timeout,
+            lock_timeout=lock_timeout,
         )
 
     @overload
@@ -210,6 +244,9 @@ class Database:
         read_only: bool = ...,
         isolation_level: str | None = ...,
         retries: int = ...,
+        statement_timeout: Seconds | None = ...,
+        lock_timeout: Seconds | None = ...,
+        retry_lock_timeouts: bool = ...,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
     def transactional(
@@ -221,6 +258,9 @@ class Database:
         read_only: bool = False,
         isolation_level: str | None = None,
         retries: int = 0,
+        statement_timeout: Seconds | None = None,
+        lock_timeout: Seconds | None = None,
+        retry_lock_timeouts: bool = False,
     ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
         """Run each call of the decorated function in a unit of work.
 
@@ -230,7 +270,9 @@ class Database:
         serialization failure, lock timeout, SQLite "database is locked", a connection lost
         before COMMIT), the function runs again in a fresh unit up to ``retries`` more times
         with jittered exponential backoff. Hooks of failed attempts never run. A call that
-        joins an active unit never retries on its own: the outermost unit decides.
+        joins an active unit never retries on its own: the outermost unit decides. A
+        ``UnitTimeout`` from this unit's own ``lock_timeout`` is retried only with
+        ``retry_lock_timeouts=True``; a statement timeout never is.
 
         Works on functions, methods and staticmethods, keeping name, docstring and type.
         """
@@ -245,6 +287,9 @@ class Database:
                 read_only=read_only,
                 isolation_level=isolation_level,
                 retries=retries,
+                statement_timeout=statement_timeout,
+                lock_timeout=lock_timeout,
+                retry_lock_timeouts=retry_lock_timeouts,
             )
 
         if func is not None:

@@ -28,6 +28,9 @@ KNOWN_KEYS = frozenset(
         "UOW_PER_REQUEST",
         "UOW_SQLITE_FOREIGN_KEYS",
         "UOW_SQLITE_WAL",
+        "UOW_STATEMENT_TIMEOUT",
+        "UOW_LOCK_TIMEOUT",
+        "UOW_WARN_IDLE_MS",
     }
 )
 """Every ``UOW_*`` config key flask-uow reads."""
@@ -49,6 +52,9 @@ class AppConfig:
     per_request: bool
     sqlite_foreign_keys: bool
     sqlite_wal: bool
+    statement_timeout: Any = None
+    lock_timeout: Any = None
+    warn_idle_ms: float | None = None
 
 
 def read_config(
@@ -59,6 +65,7 @@ def read_config(
     default_engine_options: Mapping[str, Any],
     default_sqlite_foreign_keys: bool = True,
     default_sqlite_wal: bool = True,
+    debug: bool = False,
 ) -> AppConfig:
     """Read flask-uow's keys from an app config, warning about keys that look wrong."""
     _warn_unknown_keys(config)
@@ -103,7 +110,30 @@ def read_config(
             config.get("UOW_SQLITE_FOREIGN_KEYS", default_sqlite_foreign_keys)
         ),
         sqlite_wal=bool(config.get("UOW_SQLITE_WAL", default_sqlite_wal)),
+        statement_timeout=config.get("UOW_STATEMENT_TIMEOUT"),
+        lock_timeout=config.get("UOW_LOCK_TIMEOUT"),
+        warn_idle_ms=idle_threshold(config, debug),
     )
+
+
+DEBUG_WARN_IDLE_MS = 100.0
+"""The idle-in-transaction warning threshold of an app in debug mode that sets none."""
+
+
+def idle_threshold(config: Mapping[str, Any], debug: bool) -> float | None:
+    """``UOW_WARN_IDLE_MS``: None or absent means on in debug mode only; 0 or False, off."""
+    value = config.get("UOW_WARN_IDLE_MS")
+    if value is None:
+        return DEBUG_WARN_IDLE_MS if debug else None
+    if value is False or value == 0:
+        return None
+    if value is True:
+        return DEBUG_WARN_IDLE_MS
+    if not isinstance(value, int | float) or value < 0:
+        raise UnitOfWorkError(
+            f"UOW_WARN_IDLE_MS takes milliseconds (a positive number) or False, got {value!r}."
+        )
+    return float(value)
 
 
 def _warn_unknown_keys(config: Mapping[str, Any]) -> None:

@@ -19,6 +19,7 @@ from ._stats import Counters
 if TYPE_CHECKING:
     from ._engines import EngineVariants
     from ._session import UnitSession
+    from ._timeouts import Timeouts
     from ._unit import UnitOfWork
 
 
@@ -73,6 +74,7 @@ class Runtime:
         "scope",
         "isolation",
         "observers",
+        "default_timeouts",
     )
 
     def __init__(
@@ -99,6 +101,8 @@ class Runtime:
         """Set by ``flask_uow.testing.isolated()``: every thread sees it."""
         self.observers: tuple[UnitObserver, ...] = ()
         """Told of every unit's entry, end and retry; see ``observe()``."""
+        self.default_timeouts: Timeouts | None = None
+        """Statement and lock timeouts of units that set none (``Database(lock_timeout=)``)."""
 
     def observe(self, observer: UnitObserver) -> None:
         """Tell ``observer`` about every unit of this Database from now on."""
