@@ -146,6 +146,11 @@ def _apply_observability(db: Database, config: AppConfig) -> None:
         )
     if config.warn_idle_ms is not None and db.warn_idle_ms is None:
         db.warn_idle(config.warn_idle_ms)
+    if config.otel:
+        from . import otel
+
+        if not otel.is_instrumented(db):
+            otel.instrument(db)
 
 
 def _install_request_unit(db: Database, app: Flask) -> None:

@@ -31,6 +31,7 @@ KNOWN_KEYS = frozenset(
         "UOW_STATEMENT_TIMEOUT",
         "UOW_LOCK_TIMEOUT",
         "UOW_WARN_IDLE_MS",
+        "UOW_OTEL",
     }
 )
 """Every ``UOW_*`` config key flask-uow reads."""
@@ -55,6 +56,7 @@ class AppConfig:
     statement_timeout: Any = None
     lock_timeout: Any = None
     warn_idle_ms: float | None = None
+    otel: bool = False
 
 
 def read_config(
@@ -113,6 +115,7 @@ def read_config(
         statement_timeout=config.get("UOW_STATEMENT_TIMEOUT"),
         lock_timeout=config.get("UOW_LOCK_TIMEOUT"),
         warn_idle_ms=idle_threshold(config, debug),
+        otel=bool(config.get("UOW_OTEL", False)),
     )
 
 
