@@ -1,0 +1,180 @@
+"""What watching units costs per unit: idle warning, OpenTelemetry with and without an SDK.
+
+Every contender is its own ``Database`` on the same database, doing the same read-only unit
+(one primary-key ``session.get`` and one small ``SELECT``; read-only so that no disk write
+adds noise), in the same rounds: round by round
+the contenders take turns, each going first in turn, and each round times a chunk of
+units with ``time.perf_counter_ns``. The table gives the median time per unit, and for
+each contender the median over rounds of (contender - off) and of contender / off, both
+of the same round: slow stretches of a busy machine hit both sides of a pair alike.
+
+Contenders:
+
+- **off**: nothing registered (what every unit pays today);
+- **idle warning**: ``Database(warn_idle_ms=100)``, statement listeners on;
+- **otel, API only**: ``flask_uow.otel.instrument(db)`` with no SDK configured (the API's
+  no-op tracer and meter), as in an app that ships the extra but exports nothing;
+- **otel, SDK to memory**: an SDK ``TracerProvider`` with a ``SimpleSpanProcessor`` into an
+  in-memory exporter (cleared each chunk) and a ``MeterProvider`` with an in-memory reader;
+- **lock_timeout**: each unit with ``lock_timeout=5`` (PostgreSQL: one more statement).
+
+    python -m benchmarks.observability [--quick] [--postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+
+import sqlalchemy as sa
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+import flask_uow.otel
+from flask_uow import Database
+
+from ._common import markdown_table, rotated, scratch_postgresql
+
+Op = Callable[[int], None]
+ROWS = 100
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Row(Base):
+    __tablename__ = "bench_observed"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+
+
+def unit_op(db: Database, **options: object) -> Op:
+    def run(i: int) -> None:
+        with db.unit_of_work(read_only=True, **options):  # type: ignore[arg-type]
+            db.session.get(Row, i % ROWS + 1)
+            db.session.execute(sa.select(Row.name).where(Row.id == 1)).all()
+            db.session.expunge_all()
+
+    return run
+
+
+@contextlib.contextmanager
+def contenders(url: str) -> Iterator[tuple[dict[str, Op], list[Callable[[], None]]]]:
+    setup = Database(url, metadata=Base.metadata)
+    setup.drop_all()
+    setup.create_all()
+    with setup.unit_of_work():
+        setup.session.add_all([Row(name=f"row {i}") for i in range(ROWS)])
+    databases: dict[str, Database] = {
+        "off": Database(url),
+        "idle warning": Database(url, warn_idle_ms=100),
+        "otel, API only": Database(url),
+        "otel, SDK to memory": Database(url),
+        "lock_timeout": Database(url),
+    }
+    flask_uow.otel.instrument(databases["otel, API only"])
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    flask_uow.otel.instrument(
+        databases["otel, SDK to memory"],
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+    )
+    ops = {name: unit_op(db) for name, db in databases.items() if name != "lock_timeout"}
+    ops["lock_timeout"] = unit_op(databases["lock_timeout"], lock_timeout=5)
+    try:
+        yield ops, [exporter.clear]
+    finally:
+        meter_provider.shutdown()
+        tracer_provider.shutdown()
+        for db in databases.values():
+            db.dispose()
+        setup.drop_all()
+        setup.dispose()
+
+
+def time_chunk(op: Op, calls: int) -> float:
+    gc.collect()
+    start = time.perf_counter_ns()
+    for i in range(calls):
+        op(i)
+    return (time.perf_counter_ns() - start) / calls
+
+
+def compare(
+    ops: dict[str, Op], cleanups: list[Callable[[], None]], rounds: int, calls: int
+) -> dict[str, list[float]]:
+    for op in ops.values():
+        for i in range(50):
+            op(i)
+    names = list(ops)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        for name in rotated(names, round_index):
+            samples[name].append(time_chunk(ops[name], calls))
+            for cleanup in cleanups:
+                cleanup()
+    return samples
+
+
+def report(backend: str, samples: dict[str, list[float]], rounds: int, calls: int) -> str:
+    off = samples["off"]
+    rows = []
+    for name, values in samples.items():
+        extra = statistics.median(v - o for v, o in zip(values, off, strict=True))
+        ratio = statistics.median(v / o for v, o in zip(values, off, strict=True))
+        spread = statistics.quantiles(values, n=4) if len(values) >= 4 else [0, 0, 0]
+        rows.append(
+            [
+                name,
+                f"{statistics.median(values) / 1000:.1f}",
+                f"{(spread[2] - spread[0]) / 1000:.1f}",
+                "-" if name == "off" else f"{extra / 1000:+.1f}",
+                "-" if name == "off" else f"{ratio:.3f}x",
+            ]
+        )
+    title = f"{backend}: {rounds} rounds of {calls} units each (2 statements per unit)"
+    table = markdown_table(
+        ["contender", "us per unit", "IQR us", "paired extra us vs off", "paired ratio"], rows
+    )
+    return f"### {title}\n\n{table}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
+    parser.add_argument(
+        "--postgresql", action="store_true", help="also on a scratch PostgreSQL database"
+    )
+    args = parser.parse_args(argv)
+    rounds, calls = (5, 200) if args.quick else (21, 1000)
+    out = []
+    with tempfile.TemporaryDirectory() as folder:
+        url = "sqlite:///" + os.path.join(folder, "bench.db")
+        with contenders(url) as (ops, cleanups):
+            out.append(report("SQLite file", compare(ops, cleanups, rounds, calls), rounds, calls))
+    if args.postgresql:
+        with scratch_postgresql() as pg_url, contenders(
+            pg_url.render_as_string(hide_password=False)
+        ) as (ops, cleanups):
+            out.append(report("PostgreSQL", compare(ops, cleanups, rounds, calls), rounds, calls))
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
