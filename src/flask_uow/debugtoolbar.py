@@ -65,7 +65,7 @@ class PanelRecorder:
             return
         record = UnitRecord(
             opened_at=str(unit.opened_at),
-            kind=kind.value,  # type: ignore[union-attr]
+            kind=kind.value,
             propagation=unit.propagation.name,
             read_only=unit.read_only,
             outcome="active",
@@ -148,9 +148,8 @@ class UnitsPanel(DebugPanel):
             parity = "flDebugOdd" if index % 2 == 0 else "flDebugEven"
             idle_where = ""
             if record.idle_ended_at:
-                idle_where = Markup("<br><small>longest gap ({:.1f} ms) ended at {}</small>").format(
-                    record.longest_idle_ms or 0, record.idle_ended_at
-                )
+                gap = Markup("<br><small>longest gap ({:.1f} ms) ended at {}</small>")
+                idle_where = gap.format(record.longest_idle_ms or 0, record.idle_ended_at)
             rows.append(
                 Markup(
                     '<tr class="{}"><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td>'
