@@ -53,6 +53,11 @@ _FAILED = frozenset({Outcome.ROLLED_BACK, Outcome.DOOMED, Outcome.OUTCOME_UNKNOW
 _ALWAYS_ERROR = frozenset({Outcome.DOOMED, Outcome.OUTCOME_UNKNOWN})
 _TRACED = frozenset({UnitKind.OUTERMOST, UnitKind.SAVEPOINT})
 
+SECONDS_BUCKETS = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+]
+"""Histogram boundaries (seconds) suggested to the SDK: from half a millisecond to 10 s."""
+
 
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -73,15 +78,18 @@ class OpenTelemetryConsumer:
         self.tracer = trace.get_tracer("flask_uow", version, tracer_provider=tracer_provider)
         meter = metrics.get_meter("flask_uow", version, meter_provider=meter_provider)
         self.duration = meter.create_histogram(
-            "flask_uow.unit.duration", unit="s", description="Time from entering an outermost "
+            "flask_uow.unit.duration", unit="s", explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+            description="Time from entering an outermost "
             "unit of work to its end (COMMIT or ROLLBACK done, session closed)."
         )
         self.hold_time = meter.create_histogram(
-            "flask_uow.connection.hold_time", unit="s", description="Time an outermost unit "
+            "flask_uow.connection.hold_time", unit="s", explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+            description="Time an outermost unit "
             "held a database connection, from its first statement to its end."
         )
         self.idle_time = meter.create_histogram(
-            "flask_uow.connection.idle_time", unit="s", description="Time an outermost unit "
+            "flask_uow.connection.idle_time", unit="s", explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+            description="Time an outermost unit "
             "held its connection in a transaction with no statement running."
         )
         self.units = meter.create_counter(
