@@ -78,17 +78,23 @@ class OpenTelemetryConsumer:
         self.tracer = trace.get_tracer("flask_uow", version, tracer_provider=tracer_provider)
         meter = metrics.get_meter("flask_uow", version, meter_provider=meter_provider)
         self.duration = meter.create_histogram(
-            "flask_uow.unit.duration", unit="s", explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+            "flask_uow.unit.duration",
+            unit="s",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
             description="Time from entering an outermost "
             "unit of work to its end (COMMIT or ROLLBACK done, session closed)."
         )
         self.hold_time = meter.create_histogram(
-            "flask_uow.connection.hold_time", unit="s", explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+            "flask_uow.connection.hold_time",
+            unit="s",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
             description="Time an outermost unit "
             "held a database connection, from its first statement to its end."
         )
         self.idle_time = meter.create_histogram(
-            "flask_uow.connection.idle_time", unit="s", explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+            "flask_uow.connection.idle_time",
+            unit="s",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
             description="Time an outermost unit "
             "held its connection in a transaction with no statement running."
         )
