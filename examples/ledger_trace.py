@@ -17,15 +17,15 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from ledger.app import create_app
-from ledger.database import db
-from ledger.testing import LedgerClient
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import flask_uow.otel
+from ledger.app import create_app
+from ledger.database import db
+from ledger.testing import LedgerClient
 
 SHOWN = (
     "flask_uow.kind",
