@@ -71,10 +71,29 @@ def test_a_sleep_after_the_last_statement_is_found_at_the_end_of_the_unit(
     assert f"until {__file__}:{called} in " in message  # the unit ended in its caller
 
 
-def test_a_unit_doing_only_sql_stays_quiet(
-    watched: Database, caplog: pytest.LogCaptureFixture
+def slow_statement(backend_name: str, seconds: float) -> sa.TextClause:
+    if backend_name == "postgresql":
+        return sa.text(f"SELECT pg_sleep({seconds})")
+    if backend_name == "mariadb":
+        return sa.text(f"SELECT SLEEP({seconds})")
+    return sa.text(f"SELECT test_sleep({seconds})")
+
+
+def test_a_unit_doing_only_sql_stays_quiet_even_when_a_statement_is_slow(
+    watched: Database, caplog: pytest.LogCaptureFixture, backend_name: str
 ) -> None:
+    watched.warn_idle(250)  # a margin for a busy machine's scheduling pauses
+    if backend_name == "sqlite":
+        sa.event.listen(
+            watched.engine,
+            "connect",
+            lambda connection, record: connection.create_function(
+                "test_sleep", 1, time.sleep
+            ),
+        )
+        watched.engine.dispose()  # new connections get the function
     with watched.unit_of_work():
+        watched.session.execute(slow_statement(backend_name, 0.4))  # running, not idle
         for number in range(20):
             watched.session.add(Item(name=f"item-{number}"))
             watched.session.flush()
