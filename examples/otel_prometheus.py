@@ -10,8 +10,8 @@
 The app is deliberately tiny: two accounts and a transfer between them in one unit of
 work. The OpenTelemetry SDK's Prometheus reader turns flask-uow's instruments into
 ``flask_uow_unit_duration_seconds``, ``flask_uow_connection_hold_time_seconds``,
-``flask_uow_connection_idle_time_seconds`` (histograms) and ``flask_uow_units_total`` /
-``flask_uow_retries_total`` (counters), labelled by outcome and read-only.
+``flask_uow_connection_idle_time_seconds`` (histograms, labelled by outcome and read-only;
+``flask_uow_unit_duration_seconds_count`` counts the units) and ``flask_uow_retries_total``.
 """
 
 from __future__ import annotations

@@ -27,8 +27,9 @@ def test_the_example_prints_unit_metrics_in_prometheus_format(
     example = load_example()
     assert example.main(["--once", "--url", backend_url]) == 0
     out = capsys.readouterr().out
-    assert 'flask_uow_units_total{flask_uow_outcome="committed",flask_uow_read_only="false"' in out
-    assert 'flask_uow_units_total{flask_uow_outcome="read_only",flask_uow_read_only="true"' in out
+    count = "flask_uow_unit_duration_seconds_count"
+    assert f'{count}{{flask_uow_outcome="committed",flask_uow_read_only="false"' in out
+    assert f'{count}{{flask_uow_outcome="read_only",flask_uow_read_only="true"' in out
     for histogram in ("unit_duration", "connection_hold_time", "connection_idle_time"):
         assert f"flask_uow_{histogram}_seconds_bucket" in out
     assert 'le="0.001"' in out  # buckets in seconds, not the SDK's millisecond defaults

@@ -223,12 +223,10 @@ def test_metrics_count_units_by_outcome_and_measure_duration_hold_and_idle_time(
             raise KeyError("x")
     counted = {
         (point.attributes["flask_uow.outcome"], point.attributes["flask_uow.read_only"]):
-        point.value
-        for point in telemetry.points("flask_uow.units")
+        point.count
+        for point in telemetry.points("flask_uow.unit.duration")
     }
     assert counted == {("committed", False): 1, ("read_only", True): 1, ("rolled_back", False): 1}
-    durations = telemetry.points("flask_uow.unit.duration")
-    assert sum(point.count for point in durations) == 3
     [hold] = telemetry.points("flask_uow.connection.hold_time")
     [idle] = telemetry.points("flask_uow.connection.idle_time")
     assert hold.count == idle.count == 1  # only the unit that ran SQL held a connection
@@ -264,3 +262,19 @@ def test_uow_otel_in_a_flask_config_instruments_the_database(backend_url: str) -
     db.init_app(app)
     assert flask_uow.otel.is_instrumented(db)
     flask_uow.otel.uninstrument(db)
+
+
+def test_with_the_api_alone_units_run_and_no_span_is_made_current(db: Database) -> None:
+    from opentelemetry import trace
+
+    flask_uow.otel.instrument(db)  # the global providers: no SDK configured in this process
+    try:
+        with db.unit_of_work():
+            assert not trace.get_current_span().get_span_context().is_valid
+            db.session.add(Item(name="untraced"))
+        with pytest.raises(KeyError):
+            with db.unit_of_work():
+                raise KeyError("still rolled back")
+    finally:
+        flask_uow.otel.uninstrument(db)
+    assert db.stats.committed == 1 and db.stats.rolled_back == 1

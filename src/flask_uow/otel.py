@@ -20,9 +20,9 @@ where the unit was opened. Events: ``flask_uow.retry`` on an attempt that will r
 
 Metrics, with the labels ``flask_uow.outcome`` and ``flask_uow.read_only`` only (bounded):
 ``flask_uow.unit.duration``, ``flask_uow.connection.hold_time`` and
-``flask_uow.connection.idle_time`` histograms (seconds) for outermost units;
-``flask_uow.units`` (outermost units ended) and ``flask_uow.retries`` (label
-``error.type``) counters.
+``flask_uow.connection.idle_time`` histograms (seconds) for outermost units (the duration's
+count is the number of units ended, by outcome), and the ``flask_uow.retries`` counter
+(label ``error.type``).
 """
 
 from __future__ import annotations
@@ -98,9 +98,6 @@ class OpenTelemetryConsumer:
             description="Time an outermost unit "
             "held its connection in a transaction with no statement running."
         )
-        self.units = meter.create_counter(
-            "flask_uow.units", unit="{unit}", description="Outermost units of work ended."
-        )
         self.retries = meter.create_counter(
             "flask_uow.retries", unit="{retry}",
             description="Units run again by @db.transactional(retries=...) after a transient "
@@ -108,13 +105,19 @@ class OpenTelemetryConsumer:
         )
         self.spans: dict[UnitOfWork, tuple[Span, object]] = {}
         self._labels: dict[tuple[Outcome, bool], dict[str, Any]] = {}
-        self._dialects: dict[int, str] = {}
+        self._origins: dict[object, tuple[str, dict[str, Any]]] = {}
 
     def unit_entered(self, unit: UnitOfWork) -> None:
         kind = unit.kind
         if kind not in _TRACED:
             return
-        name, code_attributes = _describe(unit.origin)
+        origin = unit.origin
+        described = self._origins.get(origin)
+        if described is None:
+            described = _describe(origin)
+            if isinstance(origin, tuple):  # code and line: bounded, unlike descriptions
+                self._origins[origin] = described
+        name, code_attributes = described
         attributes: dict[str, Any] = {
             "flask_uow.kind": kind.value,
             "flask_uow.propagation": unit.propagation.name,
@@ -129,25 +132,55 @@ class OpenTelemetryConsumer:
         if engine is not None:
             attributes["db.system.name"] = engine.dialect.name
         span = self.tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes)
-        token = otel_context.attach(trace.set_span_in_context(span))
-        self.spans[unit] = (span, token)
+        # With no SDK the span is invalid: there is nothing to make current or to end.
+        if span.is_recording() or span.get_span_context().is_valid:
+            token = otel_context.attach(trace.set_span_in_context(span))
+            self.spans[unit] = (span, token)
 
     def unit_ended(self, unit: UnitOfWork, unit_trace: UnitTrace | None) -> None:
         outcome = unit.outcome
         assert outcome is not None
         entry = self.spans.pop(unit, None)
-        if entry is None:
-            if unit.kind is UnitKind.JOINED and outcome is Outcome.ROLLED_BACK:
-                trace.get_current_span().add_event(
-                    "flask_uow.doomed", {"flask_uow.doomed_by": str(unit.opened_at)}
-                )
-            return
-        span, token = entry
-        span.set_attribute("flask_uow.outcome", outcome.value)
-        if unit_trace is not None:
-            span.set_attribute("flask_uow.statements", unit_trace.statements)
-            span.set_attribute("flask_uow.connection.hold_ms", unit_trace.hold_time * 1000)
-            span.set_attribute("flask_uow.connection.idle_ms", unit_trace.idle_time * 1000)
+        if entry is not None:
+            self._end_span(unit, outcome, unit_trace, *entry)
+        elif unit.kind is UnitKind.JOINED and outcome is Outcome.ROLLED_BACK:
+            trace.get_current_span().add_event(
+                "flask_uow.doomed", {"flask_uow.doomed_by": str(unit.opened_at)}
+            )
+        if unit_trace is not None and unit.kind is UnitKind.OUTERMOST:
+            key = (outcome, unit.read_only)
+            labels = self._labels.get(key)
+            if labels is None:
+                labels = self._labels[key] = {
+                    "flask_uow.outcome": outcome.value,
+                    "flask_uow.read_only": unit.read_only,
+                }
+            duration = unit_trace.duration
+            if duration is not None:
+                self.duration.record(duration, labels)
+            if unit_trace.acquired is not None:
+                self.hold_time.record(unit_trace.hold_time, labels)
+                self.idle_time.record(unit_trace.idle_time, labels)
+
+    def _end_span(
+        self,
+        unit: UnitOfWork,
+        outcome: Outcome,
+        unit_trace: UnitTrace | None,
+        span: Span,
+        token: object,
+    ) -> None:
+        if unit_trace is None:
+            span.set_attribute("flask_uow.outcome", outcome.value)
+        else:
+            span.set_attributes(
+                {
+                    "flask_uow.outcome": outcome.value,
+                    "flask_uow.statements": unit_trace.statements,
+                    "flask_uow.connection.hold_ms": unit_trace.hold_time * 1000,
+                    "flask_uow.connection.idle_ms": unit_trace.idle_time * 1000,
+                }
+            )
         if outcome in _FAILED:
             error = sys.exception()
             if error is not None:
@@ -165,21 +198,6 @@ class OpenTelemetryConsumer:
                 span.add_event("flask_uow.doomed")
         otel_context.detach(token)  # type: ignore[arg-type]
         span.end()
-        if unit_trace is not None and unit.kind is UnitKind.OUTERMOST:
-            key = (outcome, unit.read_only)
-            labels = self._labels.get(key)
-            if labels is None:
-                labels = self._labels[key] = {
-                    "flask_uow.outcome": outcome.value,
-                    "flask_uow.read_only": unit.read_only,
-                }
-            duration = unit_trace.duration
-            if duration is not None:
-                self.duration.record(duration, labels)
-            if unit_trace.acquired is not None:
-                self.hold_time.record(unit_trace.hold_time, labels)
-                self.idle_time.record(unit_trace.idle_time, labels)
-            self.units.add(1, labels)
 
     def unit_retrying(self, unit: UnitOfWork, error: BaseException, attempt: int) -> None:
         self.retries.add(1, {"error.type": type(error).__name__})
