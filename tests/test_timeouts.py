@@ -190,3 +190,23 @@ def test_a_timeout_that_is_not_a_duration_is_refused(db: Database, bad: object) 
 
 def test_a_unit_timeout_is_a_unit_of_work_error() -> None:
     assert issubclass(UnitTimeout, UnitOfWorkError)
+
+
+def test_flask_config_keys_set_the_default_timeouts(backend_url: str) -> None:
+    import flask
+
+    db = Database()
+    app = flask.Flask(__name__)
+    app.config.update(
+        UOW_DATABASE_URL=backend_url, UOW_LOCK_TIMEOUT=0.25, UOW_STATEMENT_TIMEOUT=30
+    )
+    db.init_app(app)
+    with app.app_context():
+        with db.unit_of_work() as uow:
+            pass
+        with db.unit_of_work(lock_timeout=0) as unlimited:
+            pass
+    assert uow.timeouts is not None
+    assert (uow.timeouts.lock, uow.timeouts.statement) == (0.25, 30.0)
+    assert unlimited.timeouts is not None and unlimited.timeouts.lock is None
+    db.dispose()
