@@ -467,6 +467,8 @@ class UnitOfWork:
             self._engines = engines = runtime.engines()
             if stack and engines.is_sqlite:
                 self._refuse_sqlite_self_deadlock(stack, engines)
+            if self._asked is not None or runtime.default_timeouts is not None:
+                self._timeouts = Timeouts.resolve(self._asked, runtime.default_timeouts)
         elif isolation.thread != get_ident():
             raise UnitOfWorkError(
                 "flask_uow.testing.isolated() holds one connection for the thread that entered "
@@ -474,8 +476,6 @@ class UnitOfWork:
                 "without isolated(), and clean up its data explicitly."
             )
         self._kind = UnitKind.OUTERMOST
-        if self._asked is not None or runtime.default_timeouts is not None:
-            self._timeouts = Timeouts.resolve(self._asked, runtime.default_timeouts)
         runtime.counters.count_start()
 
     def _refuse_sqlite_self_deadlock(
