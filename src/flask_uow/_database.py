@@ -222,6 +222,14 @@ class Database:
         and ``UnitTimeout`` is raised. Units that join a transaction keep its timeouts.
         """
         caller = sys._getframe(1)
+        if statement_timeout is None and lock_timeout is None:
+            return UnitOfWork(
+                self._runtime,
+                propagation=propagation,
+                read_only=read_only,
+                isolation_level=isolation_level,
+                origin=(caller.f_code, caller.f_lineno),
+            )
         return UnitOfWork(
             self._runtime,
             propagation=propagation,

@@ -145,7 +145,6 @@ class UnitOfWork:
         "read_only",
         "isolation_level",
         "attempt",
-        "trace",
         "_runtime",
         "_state",
         "_kind",
@@ -201,8 +200,6 @@ class UnitOfWork:
         """The transaction isolation level asked for, or None for the engine's default."""
         self.attempt = attempt
         """1 for a first run; 2 and more for the retries of ``@db.transactional(retries=)``."""
-        self.trace: object | None = None
-        """Where an observer that follows this unit's statements keeps its record of them."""
         self._asked = (
             None
             if statement_timeout is None and lock_timeout is None and not retry_lock_timeouts

@@ -3,7 +3,7 @@
 Nothing here runs unless something asks for it (the idle-in-transaction warning,
 OpenTelemetry, the debug toolbar panel): then one ``Watcher`` observes the Database's
 units and listens to the statements of the engines they run on. Each outermost unit gets
-a ``UnitTrace`` in ``unit.trace``; the watcher's consumers are told when units begin and
+a ``UnitTrace`` while it runs; the watcher's consumers are told when units begin and
 end, with the trace complete.
 
 Idle time is the time a unit holds its connection in a transaction while no statement
@@ -123,6 +123,7 @@ class Watcher:
         """Seconds; gaps longer than this are listed with where they ended."""
         self._engines: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
         self._lock = threading.Lock()
+        self._traces: dict[UnitOfWork, UnitTrace] = {}
 
     # -- consumers -----------------------------------------------------------------------
 
@@ -136,7 +137,7 @@ class Watcher:
 
     def unit_entered(self, unit: UnitOfWork) -> None:
         if unit.kind is UnitKind.OUTERMOST:
-            unit.trace = UnitTrace(perf_counter())
+            self._traces[unit] = UnitTrace(perf_counter())
             engine = unit.engine
             if engine is not None and engine not in self._engines:
                 self._watch(engine)
@@ -144,14 +145,12 @@ class Watcher:
             consumer.unit_entered(unit)
 
     def unit_ended(self, unit: UnitOfWork) -> None:
-        trace = unit.trace if unit.kind is UnitKind.OUTERMOST else None
-        if isinstance(trace, UnitTrace):
+        trace = self._traces.pop(unit, None)
+        if trace is not None:
             now = perf_counter()
             if trace.released is None:
                 self._end_gap(trace, now)
             trace.ended = now
-        else:
-            trace = None
         for consumer in self.consumers:
             consumer.unit_ended(unit, trace)
 
@@ -187,8 +186,7 @@ class Watcher:
         unit = current_unit(self.runtime)
         if unit is None:
             return None
-        trace = unit.root.trace
-        return trace if isinstance(trace, UnitTrace) else None
+        return self._traces.get(unit.root)
 
     def _before(
         self, conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
