@@ -19,9 +19,12 @@ Contenders:
   no-op tracer and meter), as in an app that ships the extra but exports nothing;
 - **otel, SDK to memory**: an SDK ``TracerProvider`` with a ``SimpleSpanProcessor`` into an
   in-memory exporter (cleared each chunk) and a ``MeterProvider`` with an in-memory reader;
-- **lock_timeout**: each unit with ``lock_timeout=5`` (PostgreSQL: one more statement).
+- **lock_timeout**: each unit with ``lock_timeout=5`` (PostgreSQL: one more statement);
+- with ``--against REV``, **base REV**: the flask-uow of git revision REV (``src/flask_uow``
+  of that commit, imported in this process as ``flask_uow_base``), nothing registered: what
+  **off** costs against the code before this work, side by side in the same rounds.
 
-    python -m benchmarks.observability [--quick] [--postgresql]
+    python -m benchmarks.observability [--quick] [--postgresql] [--against b8bfd60]
 """
 
 from __future__ import annotations
@@ -29,12 +32,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib
+import io
 import os
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 from opentelemetry.sdk.metrics import MeterProvider
@@ -47,7 +55,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 import flask_uow.otel
 from flask_uow import Database
 
-from ._common import markdown_table, rotated, scratch_postgresql
+from ._common import ROOT, markdown_table, rotated, scratch_postgresql
 
 Op = Callable[[int], None]
 ROWS = 100
@@ -73,8 +81,26 @@ def unit_op(db: Database, **options: object) -> Op:
     return run
 
 
+def database_of_revision(revision: str) -> Any:
+    """The ``Database`` class of ``src/flask_uow`` at ``revision``, as package flask_uow_base."""
+    archive = subprocess.run(
+        ["git", "-C", ROOT, "archive", revision, "src/flask_uow"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    folder = tempfile.mkdtemp(prefix="flask_uow_base_")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    # flask-uow imports itself only relatively, so it runs under another package name.
+    os.rename(os.path.join(folder, "src", "flask_uow"), os.path.join(folder, "flask_uow_base"))
+    sys.path.insert(0, folder)
+    return importlib.import_module("flask_uow_base").Database
+
+
 @contextlib.contextmanager
-def contenders(url: str) -> Iterator[tuple[dict[str, Op], list[Callable[[], None]]]]:
+def contenders(
+    url: str, against: str | None = None
+) -> Iterator[tuple[dict[str, Op], list[Callable[[], None]]]]:
     setup = Database(url, metadata=Base.metadata)
     setup.drop_all()
     setup.create_all()
@@ -98,6 +124,8 @@ def contenders(url: str) -> Iterator[tuple[dict[str, Op], list[Callable[[], None
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
     )
+    if against is not None:
+        databases[f"base {against}"] = database_of_revision(against)(url)
     ops = {name: unit_op(db) for name, db in databases.items() if name != "lock_timeout"}
     ops["lock_timeout"] = unit_op(databases["lock_timeout"], lock_timeout=5)
     try:
@@ -184,16 +212,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--postgresql", action="store_true", help="also on a scratch PostgreSQL database"
     )
+    parser.add_argument(
+        "--against", metavar="REV", help="also the flask-uow of this git revision, nothing on"
+    )
     args = parser.parse_args(argv)
     rounds, calls = (5, 100) if args.quick else (31, 300)
     out = []
     with tempfile.TemporaryDirectory() as folder:
         url = "sqlite:///" + os.path.join(folder, "bench.db")
-        with contenders(url) as (ops, cleanups):
+        with contenders(url, args.against) as (ops, cleanups):
             out.append(report("SQLite file", compare(ops, cleanups, rounds, calls), rounds, calls))
     if args.postgresql:
         with scratch_postgresql() as pg_url, contenders(
-            pg_url.render_as_string(hide_password=False)
+            pg_url.render_as_string(hide_password=False), args.against
         ) as (ops, cleanups):
             out.append(report("PostgreSQL", compare(ops, cleanups, rounds, calls), rounds, calls))
     print("\n".join(out))
