@@ -35,13 +35,17 @@ _SKIPPED_DIRECTORIES = (
 )
 
 
+_GENERATED = ("<frozen", "<sqlalchemy", "<string>")
+"""Code without a file: the import system, and SQLAlchemy's generated wrappers (2.1, 2.0)."""
+
+
 def caller_location(skip: tuple[str, ...] = ()) -> str | None:
     """``file:line in function`` of the innermost frame outside flask-uow and SQLAlchemy."""
     frame = sys._getframe(1)
     skipped = _SKIPPED_DIRECTORIES + skip
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not filename.startswith(skipped) and not filename.startswith(("<frozen", "<sqlalchemy")):
+        if not filename.startswith(skipped) and not filename.startswith(_GENERATED):
             return f"{filename}:{frame.f_lineno} in {frame.f_code.co_name}"
         frame = frame.f_back  # type: ignore[assignment]
     return None
