@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         UnexpectedRollback,
         UnitOfWorkError,
         UnitOfWorkWarning,
+        UnitTimeout,
     )
     from ._lifecycle import Outcome, UnitKind, UnitState
     from ._model import Model
@@ -48,6 +49,7 @@ _EXPORTS = {
     "UnitOfWork": "._unit",
     "UnitOfWorkError": "._errors",
     "UnitOfWorkWarning": "._errors",
+    "UnitTimeout": "._errors",
     "UnitSession": "._session",
     "UnitState": "._lifecycle",
     "UnitStats": "._stats",
@@ -70,6 +72,7 @@ __all__ = [
     "UnitOfWork",
     "UnitOfWorkError",
     "UnitOfWorkWarning",
+    "UnitTimeout",
     "UnitSession",
     "UnitState",
     "UnitStats",

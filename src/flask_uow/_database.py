@@ -22,6 +22,7 @@ from ._replicas import Replicas, make_token, parse_token
 from ._runtime import Runtime
 from ._session import SessionProxy, UnitSession
 from ._stats import UnitStats
+from ._timeouts import Seconds, Timeouts
 from ._unit import UnitOfWork, current_unit, why_no_session
 
 if TYPE_CHECKING:
@@ -55,6 +56,9 @@ class Database(QueryHelpers):
         sqlite_foreign_keys: bool = True,
         sqlite_wal: bool = True,
         replicas: Sequence[str | URL] | Replicas | None = None,
+        statement_timeout: Seconds | None = None,
+        lock_timeout: Seconds | None = None,
+        warn_idle_ms: float | None = None,
     ) -> None:
         self.url: URL | None = sa.make_url(url) if url is not None else None
         """The URL used outside a Flask app context, or None when apps provide it."""
@@ -82,6 +86,11 @@ class Database(QueryHelpers):
         if replicas is not None and not isinstance(replicas, Replicas):
             replicas = Replicas(replicas, self.engine_options) if replicas else None
         self._runtime.replicas = replicas
+        self.set_timeouts(statement_timeout=statement_timeout, lock_timeout=lock_timeout)
+        self.warn_idle_ms: float | None = None
+        """Threshold of the idle-in-transaction warning in milliseconds, or None when off."""
+        if warn_idle_ms is not None:
+            self.warn_idle(warn_idle_ms)
 
     @property
     def replicas(self) -> Replicas | None:
@@ -111,6 +120,24 @@ class Database(QueryHelpers):
         """
         replicas = self.replicas
         return replicas.token() if replicas is not None else make_token(None)
+
+    def set_timeouts(
+        self, *, statement_timeout: Seconds | None = None, lock_timeout: Seconds | None = None
+    ) -> None:
+        """Set the timeouts of every outermost unit that does not set its own (see guide)."""
+        self._runtime.default_timeouts = Timeouts.resolve(
+            Timeouts.from_options(statement_timeout, lock_timeout), None
+        )
+
+    def warn_idle(self, threshold_ms: float | None) -> None:
+        """Log a warning when a unit holds its connection idle longer than ``threshold_ms``.
+
+        None turns the warning off. See ``flask_uow._idle`` and docs/observability.md.
+        """
+        from ._idle import configure_idle_warning
+
+        configure_idle_warning(self._runtime, threshold_ms)
+        self.warn_idle_ms = threshold_ms
 
     def __repr__(self) -> str:
         where = masked(self.url) if self.url is not None else "no URL"
@@ -223,6 +250,8 @@ class Database(QueryHelpers):
         read_only: bool = False,
         isolation_level: str | None = None,
         after: str | None = None,
+        statement_timeout: Seconds | None = None,
+        lock_timeout: Seconds | None = None,
     ) -> UnitOfWork:
         """A new unit of work, to be used once in a ``with`` statement.
 
@@ -230,17 +259,30 @@ class Database(QueryHelpers):
         when it raises (any exception, re-raised unchanged), and always closes the session.
         ``propagation`` says what happens when a unit is already active (see
         ``Propagation``); ``read_only=True`` ends with ROLLBACK and refuses writes;
-        ``isolation_level`` applies to the transaction of an outermost unit. ``after`` is a
-        token from ``causal_token()``: a read-only outermost unit then runs on a replica that
-        has replayed the writes it stands for, or on the primary.
+        ``isolation_level`` applies to the transaction of an outermost unit, and so do
+        ``statement_timeout`` and ``lock_timeout`` (seconds or a ``timedelta``; None takes
+        the Database's default, 0 turns it off): when one expires the transaction rolls back
+        and ``UnitTimeout`` is raised. Units that join a transaction keep its timeouts.
+        ``after`` is a token from ``causal_token()``: a read-only outermost unit then runs on
+        a replica that has replayed the writes it stands for, or on the primary.
         """
         caller = sys._getframe(1)
+        if statement_timeout is None and lock_timeout is None and after is None:
+            return UnitOfWork(
+                self._runtime,
+                propagation=propagation,
+                read_only=read_only,
+                isolation_level=isolation_level,
+                origin=(caller.f_code, caller.f_lineno),
+            )
         unit = UnitOfWork(
             self._runtime,
             propagation=propagation,
             read_only=read_only,
             isolation_level=isolation_level,
             origin=(caller.f_code, caller.f_lineno),
+            statement_timeout=statement_timeout,
+            lock_timeout=lock_timeout,
         )
         if after is not None:
             unit.after = parse_token(after)
@@ -258,6 +300,9 @@ class Database(QueryHelpers):
         read_only: bool = ...,
         isolation_level: str | None = ...,
         retries: int = ...,
+        statement_timeout: Seconds | None = ...,
+        lock_timeout: Seconds | None = ...,
+        retry_lock_timeouts: bool = ...,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
     def transactional(
@@ -269,6 +314,9 @@ class Database(QueryHelpers):
         read_only: bool = False,
         isolation_level: str | None = None,
         retries: int = 0,
+        statement_timeout: Seconds | None = None,
+        lock_timeout: Seconds | None = None,
+        retry_lock_timeouts: bool = False,
     ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
         """Run each call of the decorated function in a unit of work.
 
@@ -278,7 +326,9 @@ class Database(QueryHelpers):
         serialization failure, lock timeout, SQLite "database is locked", a connection lost
         before COMMIT), the function runs again in a fresh unit up to ``retries`` more times
         with jittered exponential backoff. Hooks of failed attempts never run. A call that
-        joins an active unit never retries on its own: the outermost unit decides.
+        joins an active unit never retries on its own: the outermost unit decides. A
+        ``UnitTimeout`` from this unit's own ``lock_timeout`` is retried only with
+        ``retry_lock_timeouts=True``; a statement timeout never is.
 
         Works on functions, methods and staticmethods, keeping name, docstring and type.
         """
@@ -293,6 +343,9 @@ class Database(QueryHelpers):
                 read_only=read_only,
                 isolation_level=isolation_level,
                 retries=retries,
+                statement_timeout=statement_timeout,
+                lock_timeout=lock_timeout,
+                retry_lock_timeouts=retry_lock_timeouts,
             )
 
         if func is not None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 from ._hooks import logger
 from ._propagation import Propagation
 from ._retry import backoff_seconds
+from ._timeouts import Seconds
 from ._unit import UnitOfWork
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ def transactional_wrapper(
     read_only: bool,
     isolation_level: str | None,
     retries: int,
+    statement_timeout: Seconds | None = None,
+    lock_timeout: Seconds | None = None,
+    retry_lock_timeouts: bool = False,
 ) -> Callable[P, R]:
     """Wrap ``func`` so that each call runs in a unit of work with these options."""
     descriptor: Any = func
@@ -43,6 +47,9 @@ def transactional_wrapper(
             read_only=read_only,
             isolation_level=isolation_level,
             retries=retries,
+            statement_timeout=statement_timeout,
+            lock_timeout=lock_timeout,
+            retry_lock_timeouts=retry_lock_timeouts,
         )
         return cast(Callable[P, R], type(descriptor)(wrapped))
     _refuse_unsupported(func)
@@ -53,6 +60,10 @@ def transactional_wrapper(
         "isolation_level": isolation_level,
         "origin": (code, code.co_firstlineno) if code is not None else repr(func),
     }
+    if statement_timeout is not None or lock_timeout is not None or retry_lock_timeouts:
+        options["statement_timeout"] = statement_timeout
+        options["lock_timeout"] = lock_timeout
+        options["retry_lock_timeouts"] = retry_lock_timeouts
     # Build the options once: a bad propagation or isolation level fails at decoration time.
     UnitOfWork(runtime, **options)
 
@@ -69,7 +80,9 @@ def transactional_wrapper(
     def run_with_retries(*args: P.args, **kwargs: P.kwargs) -> R:
         attempt = 0
         while True:
-            unit = UnitOfWork(runtime, retries_left=retries - attempt, **options)
+            unit = UnitOfWork(
+                runtime, retries_left=retries - attempt, attempt=attempt + 1, **options
+            )
             try:
                 with unit:
                     return func(*args, **kwargs)

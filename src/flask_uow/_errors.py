@@ -38,3 +38,20 @@ class CommitOutcomeUnknown(UnitOfWorkError):
 
 class UnitOfWorkWarning(RuntimeWarning):
     """A unit of work was left open and flask-uow had to end it."""
+
+
+class UnitTimeout(UnitOfWorkError):
+    """A unit's ``lock_timeout`` or ``statement_timeout`` expired; its transaction rolled back.
+
+    The message names where the unit was opened; the driver's error is the ``__cause__``.
+    ``kind`` is ``"lock"`` or ``"statement"`` and ``seconds`` the limit that expired. A lock
+    timeout is retried by ``@db.transactional(retries=...)`` only with
+    ``retry_lock_timeouts=True``; a statement timeout never is.
+    """
+
+    def __init__(self, message: str, *, kind: str, seconds: float) -> None:
+        super().__init__(message)
+        self.kind = kind
+        """``"lock"`` or ``"statement"``."""
+        self.seconds = seconds
+        """The limit that expired, in seconds."""

@@ -133,6 +133,7 @@ def register(db: Database, app: Flask) -> None:
         default_engine_options=db.engine_options,
         default_sqlite_foreign_keys=db.sqlite_foreign_keys,
         default_sqlite_wal=db.sqlite_wal,
+        debug=app.debug,
     )
     if config.session_options:
         # Session options are shared by every app: refuse ones that would differ silently.
@@ -143,6 +144,7 @@ def register(db: Database, app: Flask) -> None:
                 "session_options to Database() instead."
             )
         db.session_options = merged
+    _apply_observability(db, config)
     state = integration.apps[app] = AppState(config)
     app.extensions[EXTENSION_KEY] = db
 
@@ -153,6 +155,22 @@ def register(db: Database, app: Flask) -> None:
     app.shell_context_processor(lambda: {"db": db})
     state.replicas = _flask_replicas.register(db, app)
     _flask_replicas.register(db, app)
+
+
+def _apply_observability(db: Database, config: AppConfig) -> None:
+    # Timeouts and the idle warning belong to the Database, shared by its apps: an app that
+    # sets them sets them for all (as Database(lock_timeout=..., warn_idle_ms=...) would).
+    if config.statement_timeout is not None or config.lock_timeout is not None:
+        db.set_timeouts(
+            statement_timeout=config.statement_timeout, lock_timeout=config.lock_timeout
+        )
+    if config.warn_idle_ms is not None and db.warn_idle_ms is None:
+        db.warn_idle(config.warn_idle_ms)
+    if config.otel:
+        from . import otel
+
+        if not otel.is_instrumented(db):
+            otel.instrument(db)
 
 
 def _install_request_unit(db: Database, app: Flask, read_only_methods: frozenset[str]) -> None:

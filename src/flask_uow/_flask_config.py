@@ -32,6 +32,10 @@ KNOWN_KEYS = frozenset(
         "UOW_REPLICA_URLS",
         "UOW_REPLICA_MAX_LAG",
         "UOW_REPLICA_MAX_WAIT",
+        "UOW_STATEMENT_TIMEOUT",
+        "UOW_LOCK_TIMEOUT",
+        "UOW_WARN_IDLE_MS",
+        "UOW_OTEL",
     }
 )
 """Every ``UOW_*`` config key flask-uow reads."""
@@ -54,6 +58,10 @@ class AppConfig:
     read_only_methods: frozenset[str]
     sqlite_foreign_keys: bool
     sqlite_wal: bool
+    statement_timeout: Any = None
+    lock_timeout: Any = None
+    warn_idle_ms: float | None = None
+    otel: bool = False
 
 
 def read_config(
@@ -64,6 +72,7 @@ def read_config(
     default_engine_options: Mapping[str, Any],
     default_sqlite_foreign_keys: bool = True,
     default_sqlite_wal: bool = True,
+    debug: bool = False,
 ) -> AppConfig:
     """Read flask-uow's keys from an app config, warning about keys that look wrong."""
     _warn_unknown_keys(config)
@@ -111,7 +120,31 @@ def read_config(
             config.get("UOW_SQLITE_FOREIGN_KEYS", default_sqlite_foreign_keys)
         ),
         sqlite_wal=bool(config.get("UOW_SQLITE_WAL", default_sqlite_wal)),
+        statement_timeout=config.get("UOW_STATEMENT_TIMEOUT"),
+        lock_timeout=config.get("UOW_LOCK_TIMEOUT"),
+        warn_idle_ms=idle_threshold(config, debug),
+        otel=bool(config.get("UOW_OTEL", False)),
     )
+
+
+DEBUG_WARN_IDLE_MS = 100.0
+"""The idle-in-transaction warning threshold of an app in debug mode that sets none."""
+
+
+def idle_threshold(config: Mapping[str, Any], debug: bool) -> float | None:
+    """``UOW_WARN_IDLE_MS``: None or absent means on in debug mode only; 0 or False, off."""
+    value = config.get("UOW_WARN_IDLE_MS")
+    if value is None:
+        return DEBUG_WARN_IDLE_MS if debug else None
+    if value is False or value == 0:
+        return None
+    if value is True:
+        return DEBUG_WARN_IDLE_MS
+    if not isinstance(value, int | float) or value < 0:
+        raise UnitOfWorkError(
+            f"UOW_WARN_IDLE_MS takes milliseconds (a positive number) or False, got {value!r}."
+        )
+    return float(value)
 
 
 def _warn_unknown_keys(config: Mapping[str, Any]) -> None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._engines import EngineVariants
     from ._replicas import Replicas
     from ._session import UnitSession
+    from ._timeouts import Timeouts
     from ._unit import UnitOfWork
 
 
@@ -82,6 +83,7 @@ class Runtime:
         "isolation",
         "observers",
         "replicas",
+        "default_timeouts",
     )
 
     def __init__(
@@ -112,6 +114,8 @@ class Runtime:
         """Told of every unit's entry, end and retry; see ``observe()``."""
         self.replicas: Replicas | None = None
         """Read replicas for read-only outermost units (``Database(replicas=...)``)."""
+        self.default_timeouts: Timeouts | None = None
+        """Statement and lock timeouts of units that set none (``Database(lock_timeout=)``)."""
 
     def observe(self, observer: UnitObserver) -> None:
         """Tell ``observer`` about every unit of this Database from now on."""

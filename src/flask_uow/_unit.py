@@ -31,8 +31,11 @@ from ._session import (
     rollback_savepoint,
     transaction_aborted,
 )
+from ._timeouts import Seconds, Timeouts, engine_with
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
     from ._engines import EngineVariants
     from ._replicas import Replicas
     from ._runtime import Runtime
@@ -75,6 +78,7 @@ class UnitOfWork:
         "propagation",
         "read_only",
         "isolation_level",
+        "attempt",
         "_runtime",
         "_state",
         "_kind",
@@ -100,6 +104,8 @@ class UnitOfWork:
         "_invalidated_by",
         "_replicas",
         "after",
+        "_asked",
+        "_timeouts",
     )
 
     def __init__(
@@ -111,6 +117,10 @@ class UnitOfWork:
         isolation_level: str | None = None,
         origin: Origin = None,
         retries_left: int = 0,
+        statement_timeout: Seconds | None = None,
+        lock_timeout: Seconds | None = None,
+        retry_lock_timeouts: bool = False,
+        attempt: int = 1,
     ) -> None:
         if not isinstance(propagation, Propagation):
             raise TypeError(
@@ -124,6 +134,14 @@ class UnitOfWork:
         """Whether this unit refuses writes and never commits."""
         self.isolation_level = isolation_level
         """The transaction isolation level asked for, or None for the engine's default."""
+        self.attempt = attempt
+        """1 for a first run; 2 and more for the retries of ``@db.transactional(retries=)``."""
+        self._asked = (
+            None
+            if statement_timeout is None and lock_timeout is None and not retry_lock_timeouts
+            else Timeouts.from_options(statement_timeout, lock_timeout, retry_lock_timeouts)
+        )
+        self._timeouts: Timeouts | None = None
         self._runtime = runtime
         self._state = UnitState.NEW
         self._kind: UnitKind | None = None
@@ -213,6 +231,37 @@ class UnitOfWork:
         )
 
     @property
+    def timeouts(self) -> Timeouts | None:
+        """The statement and lock timeouts of the transaction this outermost unit began."""
+        return self._timeouts
+
+    @property
+    def root(self) -> UnitOfWork:
+        """The outermost unit whose transaction this unit runs in (itself when outermost)."""
+        return self._root
+
+    @property
+    def origin(self) -> Origin:
+        """Where this unit was opened, as given: a code object and line, a text, or None."""
+        return self._origin
+
+    @property
+    def engine(self) -> sa.Engine | None:
+        """The engine this outermost unit's transaction runs on, once entered."""
+        engines = self._engines
+        if engines is not None:
+            return engines.engine
+        isolation = self._runtime.isolation
+        if isolation is not None and self._kind is UnitKind.OUTERMOST:
+            return isolation.connection.engine
+        return None
+
+    @property
+    def retries_left(self) -> int:
+        """How many more times ``@db.transactional(retries=...)`` may run this unit again."""
+        return self._retries_left
+
+    @property
     def scope(self) -> object | None:
         """What the framework integration said this unit was opened in (a Flask app context)."""
         return self._scope
@@ -260,11 +309,14 @@ class UnitOfWork:
 
         An attempt that will be retried is invisible: none of its hooks run.
         """
-        return (
-            self._retries_left > 0
-            and self._kind is UnitKind.OUTERMOST
-            and is_transient(error, during_commit=self._failed_during_commit)
-        )
+        if self._retries_left <= 0 or self._kind is not UnitKind.OUTERMOST:
+            return False
+        timeouts = self._timeouts
+        if timeouts is not None:
+            retryable = timeouts.retryable(error)
+            if retryable is not None:
+                return retryable
+        return is_transient(error, during_commit=self._failed_during_commit)
 
     @property
     def failed_during_commit(self) -> bool:
@@ -361,6 +413,8 @@ class UnitOfWork:
                 replicas.watch_primary(engines.engine)
             if stack and engines.is_sqlite:
                 self._refuse_sqlite_self_deadlock(stack, engines)
+            if self._asked is not None or runtime.default_timeouts is not None:
+                self._timeouts = Timeouts.resolve(self._asked, runtime.default_timeouts)
         elif isolation.thread != get_ident():
             raise UnitOfWorkError(
                 "flask_uow.testing.isolated() holds one connection for the thread that entered "
@@ -445,6 +499,8 @@ class UnitOfWork:
                 bind = engines.for_unit(
                     read_only=self.read_only, isolation_level=self.isolation_level
                 )
+            if self._timeouts is not None:
+                bind = engine_with(bind, self._timeouts)
             session = runtime.session_class(bind=bind, **runtime.session_options)
         session.flask_uow_unit = self
         session.flask_uow_read_only = self.read_only
@@ -471,11 +527,24 @@ class UnitOfWork:
             above = self._units_above()
             if above:
                 self._end_out_of_order(exc, above)
-        kind = self._kind
-        if kind is UnitKind.OUTERMOST:
-            self._end_outermost(exc)
-        else:
+        timeouts = self._timeouts
+        if timeouts is None:
+            if self._kind is UnitKind.OUTERMOST:
+                self._end_outermost(exc)
+            else:
+                self._end_by_kind(exc)
+            return
+        try:
             self._end_by_kind(exc)
+        except Exception as error:
+            timeout = timeouts.error_for(error, self.opened_at)
+            if timeout is None:
+                raise
+            raise timeout from error
+        if exc is not None:
+            timeout = timeouts.error_for(exc, self.opened_at)
+            if timeout is not None:
+                raise timeout from exc
 
     def _end_by_kind(self, exc: BaseException | None) -> None:
         kind = self._kind
