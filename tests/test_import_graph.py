@@ -23,7 +23,7 @@ SOURCE = Path(flask_uow.__file__).parent
 FLASK_ONLY_PREFIXES = ("_flask", "_cli")
 """Modules named like these are the Flask layer: they may import Flask, click and Werkzeug."""
 
-OTHER_FLASK_ONLY_MODULES: frozenset[str] = frozenset()
+OTHER_FLASK_ONLY_MODULES: frozenset[str] = frozenset({"debugtoolbar"})
 """Flask-only modules whose names do not say so; add one here only with a reason."""
 
 FLASK_PACKAGES = ("flask", "werkzeug", "click")

@@ -23,7 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from ._unit import UnitKind, current_unit
+from ._lifecycle import UnitKind
+from ._unit import current_unit
 
 if TYPE_CHECKING:
     from ._runtime import Runtime

@@ -25,7 +25,7 @@ from flask_debugtoolbar.panels import DebugPanel
 from markupsafe import Markup, escape
 
 from ._flask import EXTENSION_KEY
-from ._unit import UnitKind
+from ._lifecycle import UnitKind
 from ._watch import UnitTrace, watcher_for
 
 if TYPE_CHECKING:

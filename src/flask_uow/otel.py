@@ -40,7 +40,7 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
         "flask_uow.otel needs the OpenTelemetry API: pip install 'flask-uow[otel]'"
     ) from error
 
-from ._unit import Outcome, UnitKind
+from ._lifecycle import Outcome, UnitKind
 from ._watch import UnitTrace, release_if_unused, watcher_for
 
 if TYPE_CHECKING:
