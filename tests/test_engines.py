@@ -39,9 +39,9 @@ def test_an_in_memory_sqlite_database_is_left_in_memory_journal_mode() -> None:
     engine.dispose()
 
 
+@pytest.mark.parametrize("backend_url", ["postgresql"], indirect=True)
 def test_read_only_units_keep_psycopgs_prepared_statements(backend_url: str) -> None:
-    if not backend_url.startswith("postgresql+psycopg"):
-        pytest.skip("psycopg prepares statements server-side; other drivers do not")
+    """Direct connections only: behind PgBouncer flask-uow turns preparing off on purpose."""
     db = Database(backend_url, metadata=Base.metadata, engine_options={"pool_size": 1})
     db.drop_all()
     db.create_all()
