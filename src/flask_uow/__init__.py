@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._aio import AsyncUnitSession
     from ._database import Database
     from ._errors import (
         CommitOutcomeUnknown,
@@ -27,9 +28,11 @@ if TYPE_CHECKING:
     from ._retry import is_transient
     from ._session import SessionProxy, UnitSession
     from ._stats import UnitStats
-    from ._unit import Outcome, UnitKind, UnitOfWork, UnitState
+    from ._unit import AsyncUnit, Outcome, UnitKind, UnitOfWork, UnitState
 
 _EXPORTS = {
+    "AsyncUnit": "._unit",
+    "AsyncUnitSession": "._aio",
     "CommitOutcomeUnknown": "._errors",
     "Database": "._database",
     "NoActiveUnitOfWork": "._errors",
@@ -49,6 +52,8 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "AsyncUnit",
+    "AsyncUnitSession",
     "CommitOutcomeUnknown",
     "Database",
     "NoActiveUnitOfWork",

@@ -44,8 +44,12 @@ def create_engine(
     *,
     sqlite_foreign_keys: bool = True,
     sqlite_wal: bool = True,
+    asynchronous: bool = False,
 ) -> sa.Engine:
     """Create an engine from ``url`` and ``options`` and prepare it for units of work.
+
+    With ``asynchronous``, ``url`` names an async driver and the engine returned is the
+    sync face (``sync_engine``) of an ``AsyncEngine``: listeners and variants work on it.
 
     SQLite gets foreign keys (unless ``sqlite_foreign_keys`` is False, for legacy schemas),
     a busy timeout, working SAVEPOINTs and, for a database file, WAL journaling with
@@ -58,7 +62,12 @@ def create_engine(
         connect_args = dict(options.pop("connect_args", {}))
         connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_SECONDS)
         options["connect_args"] = connect_args
-    engine = sa.create_engine(url, **options)
+    if asynchronous:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(url, **options).sync_engine
+    else:
+        engine = sa.create_engine(url, **options)
     wal = sqlite_wal and url.get_backend_name() == "sqlite" and not _is_memory(url)
     _prepare(engine, sqlite_foreign_keys=sqlite_foreign_keys, sqlite_wal=wal)
     if wal:
@@ -110,7 +119,10 @@ def _sqlite_on_connect(dbapi_connection: Any, pragmas: list[str]) -> None:
 def _sqlite_on_begin(connection: Connection) -> None:
     # An isolation level set on a connection makes pysqlite manage transactions again;
     # keep it out of the way before emitting our own BEGIN.
-    connection.connection.dbapi_connection.isolation_level = None  # type: ignore[union-attr]
+    # (Only when set: through aiosqlite, setting it is a trip to the driver's thread.)
+    dbapi_connection: Any = connection.connection.dbapi_connection
+    if dbapi_connection.isolation_level is not None:
+        dbapi_connection.isolation_level = None
     # A read-write unit takes the write lock up front, so two writers queue on the busy
     # timeout instead of deadlocking when both try to upgrade a shared lock. Everything
     # else (read-only units, plain engine connections) begins deferred.
@@ -158,15 +170,18 @@ def _psycopg_on_begin(connection: Connection) -> None:
     info = fairy.info
     if not read_only and level is None and _CHANGED not in info:
         return
-    driver_connection: Any = fairy.dbapi_connection
+    # Read settings from psycopg's own connection; change them through the DBAPI
+    # connection's set_*() methods, which SQLAlchemy's async adapter awaits.
+    driver_connection: Any = fairy.driver_connection
+    setter: Any = fairy.dbapi_connection
     try:
         changed = info.setdefault(_CHANGED, {})
         if read_only or "read_only" in changed:
             changed.setdefault("read_only", driver_connection.read_only)
-            driver_connection.read_only = True if read_only else changed.pop("read_only")
+            setter.set_read_only(True if read_only else changed.pop("read_only"))
         if level is not None or "isolation_level" in changed:
             changed.setdefault("isolation_level", driver_connection.isolation_level)
-            driver_connection.isolation_level = (
+            setter.set_isolation_level(
                 _PSYCOPG_LEVELS[level] if level is not None else changed.pop("isolation_level")
             )
         if not changed:
@@ -184,7 +199,7 @@ def _psycopg_on_checkin(driver_connection: Any, record: ConnectionPoolEntry) -> 
         return
     try:
         for attribute, value in changed.items():
-            setattr(driver_connection, attribute, value)
+            getattr(driver_connection, f"set_{attribute}")(value)
     except Exception:
         record.invalidate()  # cannot be trusted with a unit's settings left on it
 

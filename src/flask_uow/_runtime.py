@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from ._stats import Counters
 
 if TYPE_CHECKING:
+    from ._aio import AsyncUnitSession
     from ._engines import EngineVariants
     from ._session import UnitSession
     from ._unit import UnitOfWork
@@ -41,6 +42,13 @@ class Integration(Protocol):
 
     def created_engines(self) -> list[EngineVariants]:
         """Every engine set the integration created, for ``Database.dispose()``."""
+
+
+class AsyncIntegration(Integration, Protocol):
+    """An integration that also serves async units (optional: Runtime checks for it)."""
+
+    def current_async_engines(self) -> EngineVariants | None:
+        """The async engines of the current app, or None to use the Database's own."""
 
 
 class UnitObserver(Protocol):
@@ -73,6 +81,8 @@ class Runtime:
         "scope",
         "isolation",
         "observers",
+        "default_async_engines",
+        "_async_session_class",
     )
 
     def __init__(
@@ -81,6 +91,7 @@ class Runtime:
         session_class: type[UnitSession],
         session_options: dict[str, Any],
         default_engines: Callable[[], EngineVariants],
+        default_async_engines: Callable[[], EngineVariants] | None = None,
     ) -> None:
         self.units: ContextVar[tuple[UnitOfWork, ...]] = ContextVar(name, default=())
         """The units entered in this context, innermost last; ended ones are ignored."""
@@ -99,6 +110,18 @@ class Runtime:
         """Set by ``flask_uow.testing.isolated()``: every thread sees it."""
         self.observers: tuple[UnitObserver, ...] = ()
         """Told of every unit's entry, end and retry; see ``observe()``."""
+        self.default_async_engines = default_async_engines
+        """Async engines used when no integration provides any (``Database(url)``)."""
+        self._async_session_class: type[AsyncUnitSession] | None = None
+
+    def async_session_class(self) -> type[AsyncUnitSession]:
+        """The AsyncSession subclass of async units, whose sync sessions are ``session_class``."""
+        found = self._async_session_class
+        if found is None:
+            from ._aio import async_session_class
+
+            found = self._async_session_class = async_session_class(self.session_class)
+        return found
 
     def observe(self, observer: UnitObserver) -> None:
         """Tell ``observer`` about every unit of this Database from now on."""
@@ -116,6 +139,19 @@ class Runtime:
             if engines is not None:
                 return engines
         return self.default_engines()
+
+    def async_engines(self) -> EngineVariants:
+        """The async engines a new outermost async unit runs on (created on first use)."""
+        integration = self.integration
+        if integration is not None:
+            current = getattr(integration, "current_async_engines", None)
+            if current is not None:
+                engines: EngineVariants | None = current()
+                if engines is not None:
+                    return engines
+        if self.default_async_engines is None:
+            raise RuntimeError("This Database serves no async units.")
+        return self.default_async_engines()
 
     def attach(self, integration: Integration) -> None:
         """Let ``integration`` provide engines and scopes to this Database's units."""

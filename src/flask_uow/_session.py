@@ -132,7 +132,7 @@ def transaction_aborted(session: UnitSession) -> bool:
         if connection.invalidated:
             return True
         check = _ABORT_CHECKS.get(connection.dialect.driver)
-        if check is not None and check(connection.connection.dbapi_connection):
+        if check is not None and check(connection.connection.driver_connection):
             return True
     return False
 
@@ -149,8 +149,11 @@ _PSYCOPG_INERROR = 3  # psycopg.pq.TransactionStatus.INERROR
 
 _ABORT_CHECKS: dict[str, Callable[[Any], bool]] = {
     "psycopg": _psycopg_aborted,
+    "psycopg_async": _psycopg_aborted,
     "pysqlite": _pysqlite_aborted,
+    "aiosqlite": _pysqlite_aborted,
 }
+"""By driver: tell from the driver's own connection whether its transaction aborted."""
 
 
 def rollback_savepoint(session: UnitSession, savepoint: SessionTransaction) -> None:
