@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import cast
 
 import pytest
 import sqlalchemy as sa
@@ -43,11 +44,11 @@ async def test_commits_when_the_block_ends_normally_and_returns_the_connection(
 ) -> None:
     async with adb.unit_of_work() as uow:
         assert isinstance(uow.session, AsyncUnitSession)
-        assert adb.session is uow.session
         assert adb.async_session is uow.session
+        assert cast(object, adb.session) is uow.session
         assert isinstance(uow.session.sync_session, adb.session_class)
         adb.session.add(Item(name="committed"))
-        await adb.session.flush()
+        await adb.async_session.flush()
         assert async_checked_out(adb) == 1
     assert uow.outcome is Outcome.COMMITTED
     assert committed_names(observer) == ["committed"]
@@ -60,7 +61,7 @@ async def test_rolls_back_and_reraises_when_the_block_raises(
     with pytest.raises(Boom):
         async with adb.unit_of_work() as uow:
             adb.session.add(Item(name="lost"))
-            await adb.session.flush()
+            await adb.async_session.flush()
             raise Boom
     assert uow.outcome is Outcome.ROLLED_BACK
     assert committed_names(observer) == []
@@ -72,7 +73,7 @@ async def test_set_rollback_ends_the_unit_with_rollback_without_an_exception(
 ) -> None:
     async with adb.unit_of_work() as uow:
         adb.session.add(Item(name="dry-run"))
-        await adb.session.flush()
+        await adb.async_session.flush()
         uow.set_rollback()
     assert uow.outcome is Outcome.ROLLED_BACK
     assert committed_names(observer) == []
@@ -88,7 +89,7 @@ async def test_cancelling_the_task_rolls_back_returns_the_connection_and_reraise
         async with adb.unit_of_work() as uow:
             units.append(uow)
             adb.session.add(Item(name="cancelled"))
-            await adb.session.flush()
+            await adb.async_session.flush()
             inside.set()
             await asyncio.Event().wait()
 
@@ -109,7 +110,7 @@ async def test_a_timeout_rolls_back_and_raises_timeout_error(
         async with asyncio.timeout(0.01):
             async with adb.unit_of_work() as uow:
                 adb.session.add(Item(name="too-slow"))
-                await adb.session.flush()
+                await adb.async_session.flush()
                 await asyncio.Event().wait()
     assert uow.outcome is Outcome.ROLLED_BACK
     assert committed_names(observer) == []
@@ -170,10 +171,10 @@ async def test_a_caught_failed_flush_makes_the_unit_raise_unexpected_rollback(
     with pytest.raises(UnexpectedRollback, match="NESTED"):
         async with adb.unit_of_work() as uow:
             adb.session.add(Item(name="kept?"))
-            await adb.session.flush()
+            await adb.async_session.flush()
             adb.session.add(Item(name="taken"))
             try:
-                await adb.session.flush()
+                await adb.async_session.flush()
             except sa.exc.IntegrityError:
                 pass
     assert uow.outcome is Outcome.DOOMED
@@ -185,7 +186,7 @@ async def test_a_caught_failed_flush_makes_the_unit_raise_unexpected_rollback(
 
 async def test_db_session_outside_any_unit_raises_no_active_unit_of_work(adb: Database) -> None:
     with pytest.raises(NoActiveUnitOfWork, match="outside a unit of work"):
-        await adb.session.execute(sa.select(1))
+        await adb.async_session.execute(sa.select(1))
     with pytest.raises(NoActiveUnitOfWork):
         adb.async_session  # noqa: B018
 
@@ -200,11 +201,11 @@ async def test_the_session_is_refused_after_the_unit_ends(adb: Database) -> None
 async def test_commit_rollback_and_close_of_the_unit_session_are_refused(adb: Database) -> None:
     async with adb.unit_of_work():
         with pytest.raises(UnitOfWorkError, match="commits by itself"):
-            await adb.session.commit()
+            await adb.async_session.commit()
         with pytest.raises(UnitOfWorkError, match="going to commit"):
-            await adb.session.rollback()
+            await adb.async_session.rollback()
         with pytest.raises(UnitOfWorkError, match="closes its session"):
-            await adb.session.close()
+            await adb.async_session.close()
 
 
 async def test_a_unit_that_runs_no_sql_never_checks_out_a_connection(adb: Database) -> None:
@@ -220,7 +221,7 @@ async def test_a_unit_that_runs_no_sql_never_checks_out_a_connection(adb: Databa
             assert isinstance(uow.session, AsyncSession)
         assert connects == []
         async with adb.unit_of_work():
-            await adb.session.execute(sa.select(1))
+            await adb.async_session.execute(sa.select(1))
         assert len(connects) == 1
     finally:
         event.remove(engine, "checkout", count)
@@ -229,11 +230,11 @@ async def test_a_unit_that_runs_no_sql_never_checks_out_a_connection(adb: Databa
 async def test_counters_count_outermost_async_units(adb: Database) -> None:
     before = adb.stats
     async with adb.unit_of_work():
-        await adb.session.execute(sa.select(1))
+        await adb.async_session.execute(sa.select(1))
         async with adb.unit_of_work():
             pass
     async with adb.unit_of_work(read_only=True):
-        await adb.session.execute(sa.select(1))
+        await adb.async_session.execute(sa.select(1))
     with pytest.raises(Boom):
         async with adb.unit_of_work():
             raise Boom
@@ -255,7 +256,7 @@ async def test_required_joins_and_only_the_outermost_commits(
             assert inner.kind is UnitKind.JOINED
             assert inner.session is outer.session
             adb.session.add(Item(name="inner"))
-            await adb.session.flush()
+            await adb.async_session.flush()
         assert committed_names(observer) == []
     assert committed_names(observer) == ["inner"]
 
@@ -269,7 +270,7 @@ async def test_nested_failure_undoes_only_its_savepoint(
             async with adb.unit_of_work(propagation=Propagation.NESTED) as nested:
                 assert nested.kind is UnitKind.SAVEPOINT
                 adb.session.add(Item(name="nested"))
-                await adb.session.flush()
+                await adb.async_session.flush()
                 raise Boom
         async with adb.unit_of_work(propagation=Propagation.NESTED):
             adb.session.add(Item(name="kept"))
@@ -283,7 +284,7 @@ async def test_requires_new_commits_on_its_own_when_the_outer_unit_fails(
     outer_read_only = backend_name == "sqlite"
     with pytest.raises(Boom):
         async with adb.unit_of_work(read_only=outer_read_only) as outer:
-            await adb.session.execute(sa.select(1))
+            await adb.async_session.execute(sa.select(1))
             async with adb.unit_of_work(propagation=Propagation.REQUIRES_NEW) as inner:
                 assert inner.session is not outer.session
                 adb.session.add(Item(name="independent"))
@@ -314,7 +315,7 @@ async def test_supports_not_supported_and_never_run_without_a_transaction(
         async with adb.unit_of_work(propagation=Propagation.NOT_SUPPORTED) as none:
             assert none.kind is UnitKind.NONE
             with pytest.raises(NoActiveUnitOfWork):
-                await adb.session.execute(sa.select(1))
+                await adb.async_session.execute(sa.select(1))
         with pytest.raises(UnitOfWorkError, match="NEVER"):
             async with adb.unit_of_work(propagation=Propagation.NEVER):
                 pass
@@ -373,7 +374,7 @@ async def test_async_and_sync_commit_hooks_run_in_order_after_the_connection_is_
 
     async with adb.unit_of_work() as uow:
         adb.session.add(Item(name="a"))
-        await adb.session.flush()
+        await adb.async_session.flush()
         uow.on_commit(notify)
         uow.on_commit(lambda: seen.append(("sync", async_checked_out(adb))))
         uow.on_rollback(lambda: seen.append(("rollback", 0)))
@@ -441,9 +442,9 @@ async def test_a_read_only_unit_refuses_writes_and_never_commits(
     with pytest.raises(ReadOnlyViolation):
         async with adb.unit_of_work(read_only=True):
             adb.session.add(Item(name="refused"))
-            await adb.session.flush()
+            await adb.async_session.flush()
     async with adb.unit_of_work(read_only=True) as uow:
-        assert list(await adb.session.scalars(sa.select(Item.name))) == []
+        assert list(await adb.async_session.scalars(sa.select(Item.name))) == []
     assert uow.outcome is Outcome.READ_ONLY
     assert committed_names(observer) == []
 
@@ -455,9 +456,9 @@ async def test_a_read_only_unit_runs_a_read_only_transaction_on_the_server(
         pytest.skip("SQLite has no READ ONLY transactions; the flush check above covers it")
     with pytest.raises(sa.exc.DBAPIError):
         async with adb.unit_of_work(read_only=True):
-            await adb.session.execute(sa.insert(Item).values(name="bypass"))
+            await adb.async_session.execute(sa.insert(Item).values(name="bypass"))
     async with adb.unit_of_work():  # the pooled connection is read-write again
-        await adb.session.execute(sa.insert(Item).values(name="allowed"))
+        await adb.async_session.execute(sa.insert(Item).values(name="allowed"))
 
 
 async def test_isolation_level_applies_to_the_unit_and_not_to_the_next_one(
@@ -476,10 +477,10 @@ async def test_isolation_level_applies_to_the_unit_and_not_to_the_next_one(
 
 async def _runs_serializable(db: Database, observer: sa.Engine, backend_name: str) -> bool:
     if backend_name == "postgresql":
-        level = (await db.session.execute(sa.text("SHOW transaction_isolation"))).scalar_one()
+        level = (await db.async_session.execute(sa.text("SHOW transaction_isolation"))).scalar_one()
         return str(level) == "serializable"
     # InnoDB reads take shared locks only at SERIALIZABLE: a writer elsewhere must wait.
-    (await db.session.execute(sa.select(Item.id))).all()
+    (await db.async_session.execute(sa.select(Item.id))).all()
     with observer.connect() as other:
         other.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 1")
         try:
@@ -518,7 +519,7 @@ async def test_a_transient_error_is_retried_with_an_async_sleep(
     async def insert() -> str:
         calls.append(1)
         adb.session.add(Item(name=f"attempt-{len(calls)}"))
-        await adb.session.flush()
+        await adb.async_session.flush()
         if len(calls) < 3:
             raise sa.exc.OperationalError("SELECT", {}, Exception("database is locked"))
         return "done"
@@ -554,12 +555,12 @@ async def test_a_decorated_async_method_runs_in_a_unit_and_keeps_its_name(
         async def create(self, name: str) -> int:
             item = Item(name=name)
             adb.session.add(item)
-            await adb.session.flush()
+            await adb.async_session.flush()
             return item.id
 
         @adb.transactional(read_only=True)
         async def count(self) -> int:
-            return len(list(await adb.session.scalars(sa.select(Item.id))))
+            return len(list(await adb.async_session.scalars(sa.select(Item.id))))
 
     service = Service()
     assert Service.create.__name__ == "create"
@@ -575,7 +576,7 @@ async def test_a_gathered_task_using_the_parents_session_is_refused_with_the_fix
     adb: Database,
 ) -> None:
     async def child() -> None:
-        await adb.session.execute(sa.select(1))
+        await adb.async_session.execute(sa.select(1))
 
     async with adb.unit_of_work() as uow:
         with pytest.raises(UnitOfWorkError, match="REQUIRES_NEW") as raised:
@@ -583,6 +584,8 @@ async def test_a_gathered_task_using_the_parents_session_is_refused_with_the_fix
         assert "another task" in str(raised.value)
         with pytest.raises(UnitOfWorkError, match="await the work"):
             await asyncio.gather(_use(lambda: uow.session))
+        with pytest.raises(UnitOfWorkError, match="another task"):
+            await asyncio.gather(_use(lambda: adb.session.get(Item, 1)))
     assert uow.outcome is Outcome.COMMITTED
 
 
@@ -610,12 +613,12 @@ async def test_a_child_task_with_requires_new_gets_its_own_session(
     @adb.transactional(propagation=Propagation.REQUIRES_NEW)
     async def child(name: str) -> int:
         adb.session.add(Item(name=name))
-        await adb.session.flush()
+        await adb.async_session.flush()
         return id(adb.session)
 
     read_only = backend_name == "sqlite"  # one writer at a time: the parent only reads
     async with adb.unit_of_work(read_only=read_only) as uow:
-        await adb.session.execute(sa.select(1))
+        await adb.async_session.execute(sa.select(1))
         async with asyncio.TaskGroup() as group:
             first = group.create_task(child("first"))
             second = group.create_task(child("second"))
@@ -653,7 +656,7 @@ async def test_concurrent_tasks_each_in_their_own_unit_all_commit(
     @adb.transactional
     async def insert(number: int) -> None:
         adb.session.add(Item(name=f"task-{number:02d}"))
-        await adb.session.flush()
+        await adb.async_session.flush()
         await asyncio.sleep(0)
 
     await asyncio.gather(*(insert(number) for number in range(20)))
