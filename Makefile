@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 APP := ledger.app:create_app
 
-.PHONY: run test lint typecheck pytest pytest-sqlalchemy20 bench bench-quick stress clean
+.PHONY: run test lint typecheck pytest pytest-sqlalchemy20 pytest-no-flask bench bench-quick stress clean
 
 $(STAMP): pyproject.toml $(wildcard examples/ledger/pyproject.toml)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "flask-uow needs Python 3.11 or newer: run make PYTHON=python3.11 ...")'
@@ -55,5 +55,27 @@ pytest-sqlalchemy20: $(STAMP20)
 	$(VENV20)/bin/python -c 'import sqlalchemy, sys; print("SQLAlchemy", sqlalchemy.__version__); sys.exit(not sqlalchemy.__version__.startswith("2.0."))'
 	$(VENV20)/bin/pytest tests --ignore=tests/reliability -p no:cacheprovider $(PYTEST_ARGS)
 
+# The core's tests in a virtualenv where Flask, Werkzeug and click are not installed: the core
+# must import and work without them. Tests that need Flask are left out: files named
+# tests/test_*flask*.py, and tests marked @pytest.mark.flask in the other files (their Flask
+# imports sit inside the tests). A Flask import anywhere else fails this run.
+VENVNF := .venv-noflask
+STAMPNF := $(VENVNF)/.installed-stamp
+NO_FLASK_TEST_DEPS := "SQLAlchemy>=2.0.22,<2.2" "pytest>=8" "pytest-xdist>=3.5" \
+	"hypothesis>=6.100" "psycopg[binary]>=3.1" "PyMySQL>=1.1"
+
+$(STAMPNF): pyproject.toml
+	$(PYTHON) -m venv $(VENVNF)
+	$(VENVNF)/bin/python -m pip install --quiet --upgrade pip
+	$(VENVNF)/bin/python -m pip install --quiet --no-deps -e .
+	$(VENVNF)/bin/python -m pip install --quiet $(NO_FLASK_TEST_DEPS)
+	@touch $(STAMPNF)
+
+pytest-no-flask: $(STAMPNF)
+	@$(VENVNF)/bin/python -c 'import importlib.util as u, sys; found = [n for n in ("flask", "werkzeug", "click") if u.find_spec(n)]; sys.exit(f"$(VENVNF) must not have {found} installed" if found else 0)'
+	@! $(VENVNF)/bin/python -c 'import flask' 2>/dev/null
+	$(VENVNF)/bin/pytest tests --ignore=tests/reliability --ignore-glob='tests/test_*flask*.py' \
+		-m 'not flask' -p no:cacheprovider $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) $(VENV20) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV20) $(VENVNF) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -14,6 +14,8 @@ from flask_uow import Database, UnitOfWorkError, UnitOfWorkWarning
 from .conftest import checked_out, committed_names
 from .models import Base, Item
 
+pytestmark = pytest.mark.flask
+
 
 def make_app(url: str, *, per_request: bool, name: str = "app") -> Flask:
     app = Flask(name)

@@ -7,14 +7,17 @@ import os
 import threading
 from collections.abc import Iterator
 from secrets import token_hex
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask, request
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from flask_uow import Database, Propagation, ReadOnlyViolation, UnitOfWorkError
 from flask_uow.testing import isolated, scratch_database
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 class Base(DeclarativeBase):
@@ -315,6 +318,8 @@ def test_unit_left_open_is_rolled_back_and_reported_at_exit(
 
 def make_app(url: str, *, per_request: bool) -> tuple[Flask, Database]:
     """An app whose POST /notes adds a note (400 and no note for 'bad'), GET lists them."""
+    from flask import Flask, request  # the rest of this file runs without Flask installed
+
     db = Database(metadata=Base.metadata)
     app = Flask(__name__)
     app.config.update(UOW_DATABASE_URL=url, UOW_PER_REQUEST=per_request)
@@ -342,6 +347,7 @@ def make_app(url: str, *, per_request: bool) -> tuple[Flask, Database]:
     return app, db
 
 
+@pytest.mark.flask
 @pytest.mark.parametrize("per_request", [True, False], ids=["per-request", "service-units"])
 def test_flask_test_client_requests_are_isolated(
     backend_url: str, per_request: bool, db: Database
@@ -359,6 +365,7 @@ def test_flask_test_client_requests_are_isolated(
     app_db.dispose()
 
 
+@pytest.mark.flask
 def test_flask_view_that_raises_rolls_back_its_request_unit(
     backend_url: str, db: Database
 ) -> None:
@@ -371,6 +378,7 @@ def test_flask_view_that_raises_rolls_back_its_request_unit(
     app_db.dispose()
 
 
+@pytest.mark.flask
 def test_isolated_uses_the_current_apps_engine(backend_url: str, db: Database) -> None:
     app, app_db = make_app(backend_url, per_request=False)
     with app.app_context(), isolated(app_db) as connection:

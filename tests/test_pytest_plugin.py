@@ -378,6 +378,7 @@ def test_database_comes_from_the_app(isolated_db, uow_app):
 '''
 
 
+@pytest.mark.flask
 def test_flask_app_option_isolates_requests_with_per_request_units(
     pytester: pytest.Pytester, inner_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -419,6 +420,7 @@ def uow_app(database_url):
 """
 
 
+@pytest.mark.flask
 def test_function_scoped_app_following_a_parametrized_url_isolates_each_database(
     pytester: pytest.Pytester,
     inner_url: str,

@@ -144,12 +144,12 @@ def test_a_connection_lost_in_a_before_commit_listener_is_retried_as_nothing_was
     @db.transactional(retries=3)
     def insert() -> None:
         calls.append(1)
-        db.session.add(Item(name="after-reconnect"))
         if len(calls) == 1:
             pid = _backend_pid(db.session, backend_name)
             event.listen(
                 db.session, "before_commit", lambda session: _kill(observer, backend_name, pid)
             )
+        db.session.add(Item(name="after-reconnect"))  # flushed after before_commit
 
     insert()
     assert len(calls) == 2

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import event
 
 from flask_uow import Database, Propagation, UnitOfWorkError
 
@@ -41,27 +44,48 @@ def test_savepoints_roll_back_only_their_own_work(sqlite_db: Database) -> None:
     sqlite_db.dispose()
 
 
+def _wait_until_inside_a_statement(thread_id: int) -> None:
+    """Poll until the thread is inside the driver's execute call (where SQLite's busy wait is)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(thread_id)
+        if frame is not None and frame.f_code.co_name in ("do_execute", "do_execute_no_params"):
+            return
+        time.sleep(0.001)  # poll interval
+    raise AssertionError("the second writer never reached its BEGIN IMMEDIATE")
+
+
 def test_a_second_writer_waits_for_the_first_instead_of_failing(sqlite_db: Database) -> None:
     first_has_written = threading.Event()
+    second_is_beginning = threading.Event()
+    second_writer = threading.get_ident()
     errors: list[BaseException] = []
 
-    def slow_writer() -> None:
+    def note_begin(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement == "BEGIN IMMEDIATE" and threading.get_ident() == second_writer:
+            second_is_beginning.set()
+
+    def first_writer() -> None:
         try:
             with sqlite_db.unit_of_work():
                 sqlite_db.session.add(Item(name="first"))
                 sqlite_db.session.flush()
                 first_has_written.set()
-                time.sleep(0.3)
+                # Commit only once the second writer is waiting for the write lock.
+                assert second_is_beginning.wait(10)
+                _wait_until_inside_a_statement(second_writer)
         except BaseException as error:  # pragma: no cover - reported below
             errors.append(error)
 
-    thread = threading.Thread(target=slow_writer)
+    event.listen(sqlite_db.engine, "before_cursor_execute", note_begin)
+    thread = threading.Thread(target=first_writer)
     thread.start()
     assert first_has_written.wait(10)
     with sqlite_db.unit_of_work():
         count = sqlite_db.session.scalar(sa.select(sa.func.count()).select_from(Item))
         sqlite_db.session.add(Item(name="second"))
     thread.join(10)
+    event.remove(sqlite_db.engine, "before_cursor_execute", note_begin)
     assert errors == []
     assert count == 1
     sqlite_db.dispose()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
@@ -311,12 +311,12 @@ class UnitTrees(RuleBasedStateMachine):
         if raise_error:
             error = Boom()
             # Returns None (falsy): the "with" statement re-raises the exception unchanged.
-            assert top.real.__exit__(Boom, error, None) is None
+            assert cast(Any, top.real).__exit__(Boom, error, None) is None
         elif expect_unexpected:
             with pytest.raises(UnexpectedRollback):
                 top.real.__exit__(None, None, None)
         else:
-            assert top.real.__exit__(None, None, None) is None
+            assert cast(Any, top.real).__exit__(None, None, None) is None
         if top.kind == "outermost":
             assert committed_names(self.observer) == sorted(self.committed)
 
@@ -329,7 +329,9 @@ class UnitTrees(RuleBasedStateMachine):
     @invariant()
     def connections_checked_out_are_those_of_open_transactions(self) -> None:
         expected = sum(
-            1 for unit in self.stack if unit.kind == "outermost" and unit.root.connected
+            1
+            for unit in self.stack
+            if unit.kind == "outermost" and unit.root is not None and unit.root.connected
         )
         assert checked_out(self.db) == expected
 

@@ -24,11 +24,12 @@ if TYPE_CHECKING:
         UnitOfWorkError,
         UnitOfWorkWarning,
     )
+    from ._lifecycle import Outcome, UnitKind, UnitState
     from ._propagation import Propagation
     from ._retry import is_transient
     from ._session import SessionProxy, UnitSession
     from ._stats import UnitStats
-    from ._unit import AsyncUnit, Outcome, UnitKind, UnitOfWork, UnitState
+    from ._unit import AsyncUnit, UnitOfWork
 
 _EXPORTS = {
     "AsyncUnit": "._unit",
@@ -36,17 +37,17 @@ _EXPORTS = {
     "CommitOutcomeUnknown": "._errors",
     "Database": "._database",
     "NoActiveUnitOfWork": "._errors",
-    "Outcome": "._unit",
+    "Outcome": "._lifecycle",
     "Propagation": "._propagation",
     "ReadOnlyViolation": "._errors",
     "SessionProxy": "._session",
     "UnexpectedRollback": "._errors",
-    "UnitKind": "._unit",
+    "UnitKind": "._lifecycle",
     "UnitOfWork": "._unit",
     "UnitOfWorkError": "._errors",
     "UnitOfWorkWarning": "._errors",
     "UnitSession": "._session",
-    "UnitState": "._unit",
+    "UnitState": "._lifecycle",
     "UnitStats": "._stats",
     "is_transient": "._retry",
 }

@@ -136,6 +136,7 @@ class Database:
                     sqlite_wal=self.sqlite_wal,
                 )
                 self._default = EngineVariants(engine)
+                self._runtime.default = self._default
             return self._default
 
     def _default_async_engines(self) -> EngineVariants:

@@ -243,7 +243,16 @@ class EngineVariants:
     connection to reset when it goes back to the pool.
     """
 
-    __slots__ = ("engine", "is_sqlite", "is_memory", "wal", "_read_write", "_variants", "_lock")
+    __slots__ = (
+        "engine",
+        "is_sqlite",
+        "is_memory",
+        "wal",
+        "aborts_on_error",
+        "_read_write",
+        "_variants",
+        "_lock",
+    )
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -253,6 +262,8 @@ class EngineVariants:
         """True for an in-memory SQLite database: one connection per thread."""
         self.wal = engine in _WAL_ENGINES
         """True for a SQLite database in WAL mode: a reader never blocks the writer."""
+        self.aborts_on_error = engine.dialect.name == "postgresql"
+        """True when a failed statement aborts the whole transaction (PostgreSQL)."""
         self._variants: dict[tuple[bool, str | None], sa.Engine] = {}
         self._lock = threading.Lock()
         self._read_write = self._make(read_only=False, isolation_level=None)

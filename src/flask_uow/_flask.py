@@ -20,7 +20,8 @@ from ._engines import EngineVariants, create_engine
 from ._errors import UnitOfWorkError, UnitOfWorkWarning
 from ._flask_config import AppConfig, read_config
 from ._hooks import logger
-from ._unit import UnitOfWork, UnitState, live_units
+from ._lifecycle import UnitState
+from ._unit import UnitOfWork, live_units
 
 if TYPE_CHECKING:
     from ._database import Database

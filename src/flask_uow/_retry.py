@@ -42,5 +42,6 @@ def is_transient(error: BaseException, *, during_commit: bool = False) -> bool:
 
 def backoff_seconds(attempt: int) -> float:
     """Full-jitter exponential backoff before retry number ``attempt`` (1 for the first)."""
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
+    # The exponent stops growing long after the cap is reached: 2 ** 1100 is no float.
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(attempt - 1, 64))
     return random.uniform(0, ceiling)

@@ -77,6 +77,7 @@ class Runtime:
         "session_class",
         "session_options",
         "default_engines",
+        "default",
         "integration",
         "scope",
         "isolation",
@@ -100,7 +101,9 @@ class Runtime:
         """The Session subclass every unit of this Database creates."""
         self.session_options = session_options
         self.default_engines = default_engines
-        """Engines used when no integration provides any (``Database(url)``)."""
+        """Creates the engines used when no integration provides any (``Database(url)``)."""
+        self.default: EngineVariants | None = None
+        """Those engines, once created."""
         self.integration: Integration | None = None
         """Set by a framework integration (``init_app``)."""
         self.scope: Callable[[], object | None] | None = None

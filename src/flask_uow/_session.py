@@ -74,7 +74,7 @@ class UnitSession(Session):
         # Remember whether a failure came from a flush or from the COMMIT after it: only a
         # connection lost during COMMIT leaves the outcome unknown.
         self.flask_uow_flushing = True
-        super().flush(objects)
+        Session.flush(self, objects)
         self.flask_uow_flushing = False
 
 
@@ -118,42 +118,31 @@ def holds_connection(session: Session | None) -> bool:
     return session is not None and bool(_connections(session))
 
 
-def transaction_aborted(session: UnitSession) -> bool:
+def transaction_aborted(session: UnitSession, *, server_check: bool) -> bool:
     """True when the transaction can no longer commit what the unit did.
 
-    That is after a failed flush (SQLAlchemy's "partial rollback" state), after a failed
-    statement on PostgreSQL (the server aborts the whole transaction and would answer COMMIT
-    with ROLLBACK), or when SQLite rolled the transaction back by itself (a full disk, an
-    I/O error).
+    That is after a failed flush (SQLAlchemy's "partial rollback" state), and, with
+    ``server_check``, after a failed statement on PostgreSQL (the server aborts the whole
+    transaction and would answer COMMIT with ROLLBACK). Elsewhere a failed statement undoes
+    only itself, and a transaction the server rolled back fails loudly at COMMIT.
     """
-    if not session.is_active:
+    if session.flask_uow_flushing and not session.is_active:
         return True
-    for connection in _connections(session):
-        if connection.invalidated:
-            return True
-        check = _ABORT_CHECKS.get(connection.dialect.driver)
-        if check is not None and check(connection.connection.driver_connection):
-            return True
+    if not server_check:
+        return False
+    transaction = session.get_transaction()
+    if transaction is None:
+        return False
+    # One bind per unit session: its connection is the first entry (there is no public
+    # accessor for a transaction's connections, and session.connection() would check one out).
+    for connection, *_ in transaction._connections.values():
+        info = getattr(connection.connection.dbapi_connection, "info", None)
+        return bool(getattr(info, "transaction_status", None) == _LIBPQ_INERROR)
     return False
 
 
-def _psycopg_aborted(driver_connection: Any) -> bool:
-    return bool(driver_connection.info.transaction_status == _PSYCOPG_INERROR)
-
-
-def _pysqlite_aborted(driver_connection: Any) -> bool:
-    return not driver_connection.in_transaction
-
-
-_PSYCOPG_INERROR = 3  # psycopg.pq.TransactionStatus.INERROR
-
-_ABORT_CHECKS: dict[str, Callable[[Any], bool]] = {
-    "psycopg": _psycopg_aborted,
-    "psycopg_async": _psycopg_aborted,
-    "pysqlite": _pysqlite_aborted,
-    "aiosqlite": _pysqlite_aborted,
-}
-"""By driver: tell from the driver's own connection whether its transaction aborted."""
+_LIBPQ_INERROR = 3
+"""libpq's PQTRANS_INERROR, as psycopg and psycopg2 report it: the transaction is aborted."""
 
 
 def rollback_savepoint(session: UnitSession, savepoint: SessionTransaction) -> None:
@@ -172,6 +161,7 @@ def rollback_savepoint(session: UnitSession, savepoint: SessionTransaction) -> N
     ]
     if session.get_nested_transaction() is savepoint:
         savepoint.rollback()
+    session.flask_uow_flushing = False
     for connection, nested, was_active, still_current in begun:
         name = nested._savepoint  # type: ignore[attr-defined]
         if not was_active and still_current:  # its RELEASE failed: nothing was rolled back

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from ._lifecycle import Outcome
+
 
 @dataclass(frozen=True, slots=True)
 class UnitStats:
@@ -63,21 +65,21 @@ class Counters:
         with self._lock:
             self.started += 1
 
-    def count_committed(self) -> None:
+    def count_end(self, outcome: Outcome) -> None:
+        """Count an outermost unit that ended with ``outcome``."""
         with self._lock:
-            self.committed += 1
-
-    def count_read_only(self) -> None:
-        with self._lock:
-            self.read_only += 1
+            if outcome is Outcome.COMMITTED:
+                self.committed += 1
+            elif outcome is Outcome.READ_ONLY:
+                self.read_only += 1
+            elif outcome is Outcome.OUTCOME_UNKNOWN:
+                self.outcome_unknown += 1
+            else:
+                self.rolled_back += 1
 
     def count_rolled_back(self) -> None:
         with self._lock:
             self.rolled_back += 1
-
-    def count_outcome_unknown(self) -> None:
-        with self._lock:
-            self.outcome_unknown += 1
 
     def count_retry(self) -> None:
         with self._lock:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from contextvars import Token
 from threading import get_ident
@@ -20,6 +19,7 @@ from ._errors import (
     UnitOfWorkError,
 )
 from ._hooks import Hook, check_hook, logger, run_hooks
+from ._lifecycle import TRANSITIONS, Outcome, UnitKind, UnitState
 from ._propagation import Propagation
 from ._retry import is_transient
 from ._session import (
@@ -40,74 +40,6 @@ if TYPE_CHECKING:
 Origin = tuple[CodeType, int] | str | None
 """Where a unit was opened: a code object and line, a description, or unknown."""
 
-
-class UnitState(enum.Enum):
-    """Where a unit is in its life. The moves allowed are in ``TRANSITIONS``."""
-
-    NEW = "new"
-    """Created, not entered yet."""
-    ACTIVE = "active"
-    """Entered: its session (or its transaction's) may be used."""
-    INVALIDATED = "invalidated"
-    """A unit entered before it ended first; it is no longer usable and raises when ended."""
-    ENDED = "ended"
-    """Left; as if it had never been entered, in every context."""
-
-
-TRANSITIONS: dict[UnitState, frozenset[UnitState]] = {
-    UnitState.NEW: frozenset({UnitState.ACTIVE}),
-    UnitState.ACTIVE: frozenset({UnitState.ENDED, UnitState.INVALIDATED}),
-    UnitState.INVALIDATED: frozenset({UnitState.ENDED}),
-    UnitState.ENDED: frozenset(),
-}
-"""The whole life of a unit: NEW -> ACTIVE -> ENDED, or ACTIVE -> INVALIDATED -> ENDED."""
-
-
-class UnitKind(enum.Enum):
-    """What entering a unit turned out to do, decided by its propagation and the active unit."""
-
-    OUTERMOST = "outermost"
-    """Owns a session and its transaction: commits or rolls back at the end."""
-
-    SAVEPOINT = "savepoint"
-    """Owns a SAVEPOINT in the active unit's transaction: releases or rolls back to it."""
-
-    JOINED = "joined"
-    """Shares the active unit's transaction: a failure dooms it, success changes nothing."""
-
-    NONE = "none"
-    """Runs with no transaction at all (SUPPORTS with nothing to join, NOT_SUPPORTED, NEVER)."""
-
-
-class Outcome(enum.Enum):
-    """How a unit ended, decided once when it ends."""
-
-    COMMITTED = "committed"
-    """An outermost read-write unit whose COMMIT succeeded (or that had nothing to send)."""
-    READ_ONLY = "read_only"
-    """An outermost read-only unit that ended normally: ROLLBACK, with nothing to write."""
-    ROLLED_BACK = "rolled_back"
-    """Ended with ROLLBACK (or, joined, dooming its transaction) because of an error,
-    ``set_rollback()``, an out-of-order exit or a safety net."""
-    DOOMED = "doomed"
-    """Was leaving normally, but its transaction could not commit: ``UnexpectedRollback``."""
-    OUTCOME_UNKNOWN = "outcome_unknown"
-    """The connection was lost while COMMIT was on its way: ``CommitOutcomeUnknown``."""
-    RELEASED = "released"
-    """A savepoint released: its work is now part of the enclosing transaction."""
-    JOINED = "joined"
-    """A joined unit left normally: the transaction it joined decides."""
-    NO_TRANSACTION = "no_transaction"
-    """A unit that ran with no transaction ended."""
-
-
-_END_OF_OUTERMOST = {
-    Outcome.COMMITTED: "count_committed",
-    Outcome.READ_ONLY: "count_read_only",
-    Outcome.ROLLED_BACK: "count_rolled_back",
-    Outcome.DOOMED: "count_rolled_back",
-    Outcome.OUTCOME_UNKNOWN: "count_outcome_unknown",
-}
 
 _WITHOUT_UNIT = frozenset({Propagation.SUPPORTS, Propagation.NOT_SUPPORTED, Propagation.NEVER})
 _NEVER_JOIN_FOREIGN = frozenset({Propagation.REQUIRES_NEW, *_WITHOUT_UNIT})
@@ -451,7 +383,11 @@ class UnitOfWork:
                 active = top if top._kind is not UnitKind.NONE else None
             else:
                 active = _active_for_entry(stack, me, task, propagation)
-        if propagation in _WITHOUT_UNIT:
+        if (
+            propagation is Propagation.SUPPORTS
+            or propagation is Propagation.NOT_SUPPORTED
+            or propagation is Propagation.NEVER
+        ):
             self._enter_without_unit(active)
         elif active is None or propagation is Propagation.REQUIRES_NEW:
             if propagation is Propagation.MANDATORY:
@@ -463,7 +399,7 @@ class UnitOfWork:
             self._begin_outermost(stack)
         else:
             self._join(active)
-        self._move(UnitState.ACTIVE)
+        self._state = UnitState.ACTIVE  # from NEW, checked above
         scope = runtime.scope
         if scope is not None:
             self._scope = scope()
@@ -493,9 +429,12 @@ class UnitOfWork:
         if isolation is None:
             # Resolve the engine now, so that a missing URL fails at entry, not at first query.
             if self._task is None:
-                self._engines = engines = runtime.engines()
+                engines = runtime.default
+                if engines is None or runtime.integration is not None:
+                    engines = runtime.engines()
             else:
-                self._engines = engines = runtime.async_engines()
+                engines = runtime.async_engines()
+            self._engines = engines
             if stack and engines.is_sqlite:
                 self._refuse_sqlite_self_deadlock(stack, engines)
         elif self._task is not None:
@@ -616,10 +555,17 @@ class UnitOfWork:
                 self._move(UnitState.ENDED)
                 raise error
             raise UnitOfWorkError(f"This unit of work is {state.value}; it cannot end again.")
-        above = self._units_above()
-        if above:
-            self._end_out_of_order(exc, above)
-        self._end_by_kind(exc)
+        stack = self._runtime.units.get()
+        depth = self._depth
+        if len(stack) > depth + 1 and stack[depth] is self:
+            above = self._units_above()
+            if above:
+                self._end_out_of_order(exc, above)
+        kind = self._kind
+        if kind is UnitKind.OUTERMOST:
+            self._end_outermost(exc)
+        else:
+            self._end_by_kind(exc)
 
     def _end_by_kind(self, exc: BaseException | None) -> None:
         kind = self._kind
@@ -671,7 +617,8 @@ class UnitOfWork:
         if exc is None and self._doomed_by is None and not self._rollback_requested:
             if session is None:
                 self._finish(Outcome.READ_ONLY if self.read_only else Outcome.COMMITTED)
-                run_hooks(self._commit_hooks, "on_commit")
+                if self._commit_hooks:
+                    run_hooks(self._commit_hooks, "on_commit")
             elif self.read_only:
                 self._end_read_only(session)
             else:
@@ -697,10 +644,12 @@ class UnitOfWork:
             raise
         self._close_quietly(session)
         self._finish(Outcome.READ_ONLY)
-        run_hooks(self._commit_hooks, "on_commit")
+        if self._commit_hooks:
+            run_hooks(self._commit_hooks, "on_commit")
 
     def _commit(self, session: UnitSession) -> None:
-        if transaction_aborted(session):
+        engines = self._engines
+        if transaction_aborted(session, server_check=engines is None or engines.aborts_on_error):
             self._discard(session)
             self._finish(Outcome.DOOMED)
             run_hooks(self._rollback_hooks, "on_rollback")
@@ -734,7 +683,7 @@ class UnitOfWork:
         session = self._root._session
         assert savepoint is not None and session is not None
         if exc is None and self._doomed_by is None and not self._rollback_requested:
-            if not savepoint.is_active or transaction_aborted(session):
+            if not savepoint.is_active or transaction_aborted(session, server_check=True):
                 self._rollback_savepoint(session, savepoint)
                 self._finish(Outcome.DOOMED)
                 raise self._aborted()
@@ -797,11 +746,25 @@ class UnitOfWork:
     def _finish(self, outcome: Outcome) -> None:
         """Settle the outcome, leave the ambient stack and count: once, in one place."""
         self._outcome = outcome
-        self._move(UnitState.ENDED)
-        self._leave_stack()
+        if self._state is UnitState.ACTIVE:
+            self._state = UnitState.ENDED
+        else:
+            self._move(UnitState.ENDED)
         runtime = self._runtime
+        # Leave the ambient stack: restore what this unit's entry replaced.
+        units = runtime.units
+        stack = units.get()
+        depth = self._depth
+        token = self._token
+        if len(stack) > depth and stack[depth] is self and token is not None:
+            try:
+                units.reset(token)
+            except (ValueError, RuntimeError):
+                # Entered in another context (a copy): this one only forgets it.
+                units.set(stack[:depth])
+        # Elsewhere (a context copied while it was active) it stays listed, ended: ignored.
         if self._kind is UnitKind.OUTERMOST:
-            getattr(runtime.counters, _END_OF_OUTERMOST[outcome])()
+            runtime.counters.count_end(outcome)
         if runtime.observers:
             for observer in runtime.observers:
                 observer.unit_ended(self)
@@ -822,19 +785,6 @@ class UnitOfWork:
         if len(stack) <= depth + 1 or stack[depth] is not self:
             return []
         return [unit for unit in stack[depth + 1 :] if unit._state is UnitState.ACTIVE]
-
-    def _leave_stack(self) -> None:
-        units = self._runtime.units
-        stack = units.get()
-        depth = self._depth
-        token = self._token
-        if len(stack) > depth and stack[depth] is self and token is not None:
-            try:
-                units.reset(token)
-            except (ValueError, RuntimeError):
-                # Entered in another context (a copy): this one only forgets it.
-                units.set(stack[:depth])
-        # Elsewhere (a context copied while it was active) it stays listed, ended: ignored.
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -917,7 +867,7 @@ def _active_for_entry(
             raise UnitOfWorkError(_ASYNC_IN_SYNC)
         raise UnitOfWorkError(_OTHER_TASK)
     if unit._thread != me:
-        if propagation in _NEVER_JOIN_FOREIGN:
+        if propagation is Propagation.REQUIRES_NEW or propagation in _WITHOUT_UNIT:
             return None
         raise UnitOfWorkError(
             "The active unit of work was opened in another thread (this thread's context "

@@ -118,7 +118,6 @@ def uow_database(pytestconfig: pytest.Config, uow_app: Flask | None) -> Database
     return your Database directly, with any scope.
     """
     from ._database import Database
-    from ._flask import EXTENSION_KEY
 
     path = pytestconfig.getini(DATABASE_OPTION)
     if path:
@@ -130,6 +129,8 @@ def uow_database(pytestconfig: pytest.Config, uow_app: Flask | None) -> Database
             )
         return target
     if uow_app is not None:
+        from ._flask import EXTENSION_KEY  # only with an app: the core runs without Flask
+
         registered = uow_app.extensions.get(EXTENSION_KEY)
         if not isinstance(registered, Database):
             pytest.fail(

@@ -165,6 +165,18 @@ class ConnectionKiller:
             self.kills += killed
             return killed
 
+    def wait_until_gone(self, timeout: float = 10.0) -> None:
+        """Poll until the server lists none of the app's connections: killed ones have ended.
+
+        Terminating is asynchronous (PostgreSQL signals the backend; MariaDB marks the thread
+        killed), so a connection may still be listed right after ``kill_all()``.
+        """
+        deadline = time.monotonic() + timeout
+        while self.victims():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"killed connections still listed after {timeout} s")
+            time.sleep(0.01)  # poll interval
+
     def in_background(self, *, every: tuple[float, float], seconds: float) -> Background:
         """Kill one connection at random moments, ``every`` seconds apart (uniformly)."""
         low, high = every
@@ -198,7 +210,7 @@ class SqliteLockHolder:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            time.sleep(self._rng.uniform(*self._hold))
+            time.sleep(self._rng.uniform(*self._hold))  # the fault: hold the write lock a while
             conn.execute("ROLLBACK")
             self.holds += 1
         finally:

@@ -146,7 +146,7 @@ class Gunicorn:
                 self.stop()
                 raise RuntimeError(f"gunicorn did not start:\n{self.log()}")
             else:
-                time.sleep(0.05)
+                time.sleep(0.05)  # poll interval
         self.wait_ready(deadline - time.monotonic())
         return self.port
 
@@ -160,7 +160,7 @@ class Gunicorn:
                         return
                 except (OSError, http.client.HTTPException):
                     pass
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval
         raise RuntimeError(f"gunicorn is not ready after {seconds:.0f} s:\n{self.log()}")
 
     def worker_pids(self) -> list[int]:

@@ -480,6 +480,7 @@ def test_bank_balances_to_the_cent_under_faults(
     assert len(keys) == len(stored)
 
     # Hooks ran for committed units only, once: the ledger's notifications and the test's own.
+    assert outbox.dropped == 0, "the outbox discarded notifications: raise its max_size"
     notified = Counter(
         int(str(n.payload["transfer_id"])) for n in outbox.sent("transfer.completed")
     )

@@ -9,7 +9,6 @@ its connection checked out for good.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -65,7 +64,7 @@ def test_unit_is_retried_after_its_idle_pooled_connection_was_killed(
 
     assert ping() == 1
     assert killer.kill_all() == 1
-    time.sleep(0.2)
+    killer.wait_until_gone()
     assert ping() == 1
     figures.update(connections_killed=killer.kills, retries=db.stats.retried)
     assert db.stats.retried == 1
@@ -88,7 +87,7 @@ def test_unit_commits_when_its_connection_dies_right_after_commit(
     def commit_then_die(dbapi_connection: Any) -> None:
         do_commit(dbapi_connection)
         killer.kill_all()
-        time.sleep(0.2)
+        killer.wait_until_gone()
 
     monkeypatch.setattr(dialect, "do_commit", commit_then_die)
     hooks: list[str] = []

@@ -96,7 +96,7 @@ class Client:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{transfer.key} not applied before the deadline")
             if attempt:
-                time.sleep(min(0.5, 0.02 * 2**attempt) * rng.random())
+                time.sleep(min(0.5, 0.02 * 2**attempt) * rng.random())  # the client's backoff
             self.note("requests")
             try:
                 reply = call(

@@ -81,7 +81,7 @@ class Client:
             except (OSError, http.client.HTTPException):
                 if attempt == 4:
                     raise
-                time.sleep(0.1)
+                time.sleep(0.1)  # a client's pause before retrying a failed connection
         self._check_clean(reply)
         return reply
 

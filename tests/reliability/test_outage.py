@@ -104,7 +104,7 @@ class Load:
         try:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 self._one(client, rng)
-                time.sleep(rng.uniform(0.005, 0.03))
+                time.sleep(rng.uniform(0.005, 0.03))  # a client's think time between requests
         except BaseException as error:  # re-raised by stop()
             self.errors.append(error)
 
@@ -183,6 +183,7 @@ def test_requests_fail_fast_during_an_outage_and_the_same_app_recovers(
         recoveries: list[float] = []
         load.start()
         try:
+            # The phases last a set time on purpose: the load runs through each of them.
             time.sleep(HEALTHY_SECONDS)
             for _ in range(CYCLES):
                 load.phase = "cut"
@@ -267,7 +268,7 @@ def wait_for_health(app: Flask) -> float:
     while time.monotonic() - started < RECOVERY_BUDGET + 5:
         if client.get("/health").status_code == 200:
             return time.monotonic() - started
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll interval
     return float("inf")
 
 

@@ -12,6 +12,8 @@ from flask import Flask, Response, current_app, jsonify
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from flask_uow import is_transient
+
 from . import errors, schemas
 
 STATUS: dict[type[errors.LedgerError], int] = {
@@ -54,18 +56,14 @@ def handle_http_error(exc: HTTPException) -> Response:
     return response
 
 
-TRANSIENT_CODES: frozenset[object] = frozenset({"40001", "40P01", 1205, 1213})
-"""Serialization failures, deadlocks and lock timeouts (PostgreSQL SQLSTATEs, MySQL codes)."""
-
-
 def _database_unavailable(exc: OperationalError) -> bool:
-    """True when trying again later may work: no connection, or a transient conflict."""
-    if exc.connection_invalidated or exc.statement is None:
-        return True  # the connection was lost, or never made
-    original = exc.orig
-    args = getattr(original, "args", ())
-    code = getattr(original, "sqlstate", None) or (args[0] if args else None)
-    return code in TRANSIENT_CODES or "database is locked" in str(original)
+    """True when trying again later may work: no connection, or a transient conflict.
+
+    ``flask_uow.is_transient`` is the classification ``@db.transactional(retries=...)`` uses
+    (deadlocks, serialization failures, lock timeouts, a lost connection); an error that got
+    here outlived the service's retries. A connection never made has no statement.
+    """
+    return exc.statement is None or is_transient(exc)
 
 
 def handle_operational_error(exc: OperationalError) -> Response:

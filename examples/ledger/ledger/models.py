@@ -31,7 +31,11 @@ MAX_CENTS = 2**63 - 1
 
 
 class Base(DeclarativeBase):
-    """Declarative base of the ledger models; ``Base.metadata`` is what ``db`` creates and drops."""
+    """Declarative base of the ledger models; ``Base.metadata`` is what ``db`` creates and drops.
+
+    Every id, primary or foreign key, is an ``int`` mapped to INTEGER: signed 32-bit on every
+    backend, so ids run from 1 to 2**31 - 1 (``ledger.rules.MAX_ID``). Money is 64-bit.
+    """
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 

@@ -1,4 +1,4 @@
-"""Notifications to customers, kept in an in-memory outbox that tests and the README can inspect.
+"""Notifications to customers, kept in a bounded in-memory outbox that tests can inspect.
 
 A real ledger would send an email or publish to a queue here. What matters for the example is
 *when* :func:`send` runs: services register it with ``uow.on_commit``, so a notification goes out
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -24,30 +25,63 @@ class Notification:
     payload: Mapping[str, object] = field(default_factory=dict)
 
 
-class Outbox:
-    """A thread-safe list of sent notifications."""
+MAX_SIZE = 10_000
+"""How many notifications the process-wide outbox keeps: the newest ones."""
 
-    def __init__(self) -> None:
+
+class Outbox:
+    """A thread-safe record of sent notifications, bounded to the newest ``max_size``.
+
+    When it is full, sending a notification discards the oldest one: it counts in
+    :attr:`dropped`, and the first drop since the last :meth:`clear` logs a warning. Sending
+    never fails and never waits for room, because it runs in ``on_commit`` hooks, after the
+    COMMIT: raising there cannot undo the transfer (flask-uow would only log the error), and
+    waiting would hold up the request that committed. In a real ledger a notification would be
+    delivered by then, so only the record of it is lost, never the money or the notification.
+    """
+
+    def __init__(self, max_size: int = MAX_SIZE) -> None:
+        if max_size < 1:
+            raise ValueError(f"an outbox needs room for at least 1 notification, not {max_size}")
+        self.max_size = max_size
+        """The number of notifications kept; older ones are discarded."""
         self._lock = threading.Lock()
-        self._sent: list[Notification] = []
+        self._sent: deque[Notification] = deque(maxlen=max_size)
+        self._dropped = 0
 
     def send(self, kind: str, **payload: object) -> Notification:
-        """Record a notification and log it at INFO level."""
+        """Record a notification and log it at INFO level; discard the oldest if full."""
         notification = Notification(kind, MappingProxyType(dict(payload)))
         with self._lock:
+            full = len(self._sent) == self.max_size
             self._sent.append(notification)
+            if full:
+                self._dropped += 1
+            first_drop = full and self._dropped == 1
         logger.info("notification %s %s", kind, dict(payload))
+        if first_drop:
+            logger.warning(
+                "the outbox is full (%d notifications): the oldest are being discarded",
+                self.max_size,
+            )
         return notification
 
     def sent(self, kind: str | None = None) -> list[Notification]:
-        """A copy of the notifications sent so far, oldest first, optionally of one kind."""
+        """A copy of the notifications kept, oldest first, optionally of one kind."""
         with self._lock:
             return [n for n in self._sent if kind is None or n.kind == kind]
 
+    @property
+    def dropped(self) -> int:
+        """How many notifications were discarded to make room since the last ``clear()``."""
+        with self._lock:
+            return self._dropped
+
     def clear(self) -> None:
-        """Forget every notification (tests call this between cases)."""
+        """Forget every notification and the count of dropped ones (tests call this)."""
         with self._lock:
             self._sent.clear()
+            self._dropped = 0
 
 
 outbox = Outbox()

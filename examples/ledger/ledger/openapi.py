@@ -32,9 +32,10 @@ def _object(properties: dict[str, Any], *, description: str = "") -> dict[str, A
 
 
 def _id(description: str) -> dict[str, Any]:
+    # Ids are INTEGER columns: signed 32-bit on every backend (see rules.MAX_ID).
     return {
         "type": "integer",
-        "format": "int64",
+        "format": "int32",
         "minimum": 1,
         "maximum": rules.MAX_ID,
         "description": description,
@@ -77,7 +78,10 @@ def _path_id(name: str, description: str) -> dict[str, Any]:
 
 MALFORMED = _error("The body is not JSON or not a JSON object (code `malformed_json`).")
 INVALID = _error("A field is missing, unknown, of the wrong type or out of range.")
-TOO_LARGE = _error("The body is larger than 64 KiB.")
+TOO_LARGE = _error("The body is larger than 64 KiB, whether sent with a length or in chunks.")
+LENGTH_REQUIRED = _error(
+    "The body came in chunks that this server does not decode; send a Content-Length."
+)
 CUSTOMER_NOT_FOUND = _error("No customer has this id (code `not_found`).")
 ACCOUNT_NOT_FOUND = _error("No account has this id (code `not_found`).")
 
@@ -185,6 +189,7 @@ PATHS: dict[str, Any] = {
                 ),
                 "400": MALFORMED,
                 "409": _error("The email is taken (code `duplicate_email`)."),
+                "411": LENGTH_REQUIRED,
                 "413": TOO_LARGE,
                 "422": INVALID,
             },
@@ -257,6 +262,7 @@ PATHS: dict[str, Any] = {
                 "409": _error(
                     "The balance would exceed 2^63-1 cents (code `balance_limit_exceeded`)."
                 ),
+                "411": LENGTH_REQUIRED,
                 "413": TOO_LARGE,
                 "422": INVALID,
             },
@@ -316,6 +322,7 @@ PATHS: dict[str, Any] = {
                     "body (`idempotency_conflict`) or the credited balance would overflow "
                     "(`balance_limit_exceeded`). Nothing was changed."
                 ),
+                "411": LENGTH_REQUIRED,
                 "413": TOO_LARGE,
                 "422": _error(
                     "Invalid body or key, or both accounts are the same (`same_account`)."

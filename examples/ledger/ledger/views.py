@@ -7,18 +7,48 @@ from __future__ import annotations
 
 from flask import Blueprint, request, url_for
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import LengthRequired, RequestEntityTooLarge
 
 from . import openapi, rules, schemas
 from .services import accounts, customers, health, reports, transfers
 
 api = Blueprint("ledger", __name__)
 
-# Ids are signed 64-bit on every backend; larger ones in a URL are simply not found.
+# Ids are signed 32-bit on every backend (see rules.MAX_ID); larger ones in a URL are not found.
 ID = f"int(max={rules.MAX_ID})"
 
 
 def _body() -> dict[str, object]:
-    return schemas.json_object(request.get_data(cache=False))
+    return schemas.json_object(_read_body())
+
+
+def _read_body() -> bytes:
+    """The request body; 413 past ``MAX_CONTENT_LENGTH``, however the body is framed.
+
+    With a Content-Length, Werkzeug refuses a body declared too large before reading it. A
+    chunked or streamed body declares no length: Werkzeug would stop reading at the limit
+    without a word (or read nothing at all), and the cut-off JSON would look malformed. So such
+    a body is read here, from the stream that the server ends where the body ends, up to one
+    byte past the limit.
+    """
+    limit = request.max_content_length
+    if request.content_length is not None or limit is None:
+        return request.get_data(cache=False)
+    if not request.environ.get("wsgi.input_terminated"):
+        if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            # This server passes the chunks on undecoded, with no end to stop at.
+            raise LengthRequired("send the body with a Content-Length header")
+        return b""  # no Content-Length and no chunks: HTTP/1.1 says there is no body
+    stream = request.environ["wsgi.input"]
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = stream.read(min(64 * 1024, limit + 1 - size))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+    raise RequestEntityTooLarge()
 
 
 @api.post("/customers")

@@ -110,6 +110,52 @@ def test_invalid_customers_are_unprocessable_and_not_stored(
     assert api.get("/customers").get_json()["total"] == 0
 
 
+INVISIBLE_NAMES = [
+    "\u200b",  # ZERO WIDTH SPACE
+    "\ufeff",  # ZERO WIDTH NO-BREAK SPACE (byte order mark)
+    "\u2060\u2060",  # WORD JOINER
+    "\u200b \u200c\u200d\u200e\u200f",  # zero width (non-)joiners, direction marks, a space
+    "\u00ad",  # SOFT HYPHEN
+    "\u202e\u2066\u2069",  # bidirectional overrides and isolates
+    "\U000e0001\U000e0041",  # LANGUAGE TAG, TAG LATIN CAPITAL LETTER A
+    "\u3164",  # HANGUL FILLER: a letter that shows nothing
+    "\ufe0f\u034f",  # a variation selector, COMBINING GRAPHEME JOINER
+]
+"""Names that show nothing: format characters (Unicode category Cf) and other code points
+that Unicode says to render as nothing (Default_Ignorable_Code_Point), with or without spaces."""
+
+C1_CONTROL_NAMES = ["Ada\u0080Lovelace", "Ada\u0085", "\u009fAda", "Ada\u009b31m"]
+"""Names holding C1 control characters (U+0080 to U+009F); U+009B is the terminal's CSI."""
+
+
+@pytest.mark.parametrize("name", INVISIBLE_NAMES + C1_CONTROL_NAMES, ids=ascii)
+def test_a_name_that_shows_nothing_or_holds_a_c1_control_is_unprocessable(
+    api: LedgerClient, name: str
+) -> None:
+    response = api.post("/customers", {"name": name, "email": "a@example.com"})
+
+    assert response.status_code == 422
+    assert error_code(response) == "validation_error"
+    assert "visible character" in response.get_json()["error"]["message"]
+    assert api.get("/customers").get_json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Ada\u00adLovelace",  # a soft hyphen between letters
+        "\U0001f469\u200d\U0001f52c",  # WOMAN SCIENTIST: two emoji joined by ZWJ
+        "\u200fنور",  # a right-to-left mark before Arabic letters
+        "\u00a0Ada\u3000",  # no-break and ideographic spaces around a name
+    ],
+    ids=ascii,
+)
+def test_format_characters_next_to_visible_ones_are_kept(api: LedgerClient, name: str) -> None:
+    created = api.create_customer(name)
+
+    assert api.get(f"/customers/{created['id']}").get_json()["name"] == name
+
+
 def test_a_name_with_a_lone_surrogate_is_unprocessable(api: LedgerClient) -> None:
     raw = b'{"name": "Ada \\ud800", "email": "a@example.com"}'
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from flask import Flask
 
 from ledger.database import db
-from ledger.notifications import outbox
+from ledger.notifications import MAX_SIZE, Outbox, outbox
 from ledger.services import accounts, customers, transfers
 from ledger.testing import LedgerClient
 
@@ -72,3 +75,40 @@ def test_a_transfer_rolled_back_by_the_enclosing_unit_never_notifies(app: Flask)
         assert outbox.sent() == []
         assert accounts.get_account(alice).balance == 100
         assert accounts.get_account(bob).balance == 0
+
+
+def test_a_full_outbox_keeps_the_newest_notifications_and_counts_the_dropped_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    box = Outbox(max_size=3)
+
+    with caplog.at_level(logging.WARNING, logger="ledger.notifications"):
+        for n in range(5):
+            box.send("tick", n=n)
+
+    assert [n.payload["n"] for n in box.sent()] == [2, 3, 4]
+    assert box.dropped == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "the outbox is full (3 notifications): the oldest are being discarded"
+    ]
+
+
+def test_clearing_an_outbox_empties_it_and_resets_the_dropped_count() -> None:
+    box = Outbox(max_size=1)
+    box.send("tick")
+    box.send("tock")
+
+    box.clear()
+
+    assert (box.sent(), box.dropped) == ([], 0)
+    box.send("again")
+    assert [n.kind for n in box.sent()] == ["again"]
+
+
+def test_an_outbox_needs_room_for_one_notification() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Outbox(max_size=0)
+
+
+def test_the_process_outbox_is_bounded() -> None:
+    assert outbox.max_size == MAX_SIZE == 10_000

@@ -78,6 +78,11 @@ def transfer(
     the key's unique constraint: the loser's unit rolls back and it replays the winner.
 
     A ``transfer.completed`` notification is sent after the commit, and only for a new transfer.
+
+    Units: this function is not decorated. It runs :func:`_transfer`, one read-write unit
+    retried on transient errors, and, when that unit lost a race for the key and rolled back,
+    :func:`_replay` in a new read-only unit. A single unit could not do both: after the unique
+    constraint refused the key, its transaction can only roll back.
     """
     rules.identifier(from_account, "from_account")
     rules.identifier(to_account, "to_account")
@@ -104,7 +109,7 @@ def transfer(
         return replay
 
 
-@db.transactional(retries=3)
+@db.transactional(retries=3)  # the read-write unit: commits the transfer with its key
 def _transfer(
     from_account: int, to_account: int, amount: int, fingerprint: _Fingerprint | None
 ) -> TransferResult:
@@ -150,7 +155,7 @@ def _transfer(
     return TransferResult(details, replayed=False)
 
 
-@db.transactional(read_only=True)
+@db.transactional(read_only=True)  # a fresh unit, after _transfer's unit rolled back
 def _replay(fingerprint: _Fingerprint) -> TransferResult | None:
     return _earlier_result(fingerprint)
 

@@ -1,0 +1,68 @@
+"""The life of a unit of work: its states, the moves between them, its kinds and outcomes.
+
+Sync and async units share these; the code that drives them lives in ``_unit.py``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class UnitState(enum.Enum):
+    """Where a unit is in its life. The moves allowed are in ``TRANSITIONS``."""
+
+    NEW = "new"
+    """Created, not entered yet."""
+    ACTIVE = "active"
+    """Entered: its session (or its transaction's) may be used."""
+    INVALIDATED = "invalidated"
+    """A unit entered before it ended first; it is no longer usable and raises when ended."""
+    ENDED = "ended"
+    """Left; as if it had never been entered, in every context."""
+
+
+TRANSITIONS: dict[UnitState, frozenset[UnitState]] = {
+    UnitState.NEW: frozenset({UnitState.ACTIVE}),
+    UnitState.ACTIVE: frozenset({UnitState.ENDED, UnitState.INVALIDATED}),
+    UnitState.INVALIDATED: frozenset({UnitState.ENDED}),
+    UnitState.ENDED: frozenset(),
+}
+"""The whole life of a unit: NEW -> ACTIVE -> ENDED, or ACTIVE -> INVALIDATED -> ENDED."""
+
+
+class UnitKind(enum.Enum):
+    """What entering a unit turned out to do, decided by its propagation and the active unit."""
+
+    OUTERMOST = "outermost"
+    """Owns a session and its transaction: commits or rolls back at the end."""
+
+    SAVEPOINT = "savepoint"
+    """Owns a SAVEPOINT in the active unit's transaction: releases or rolls back to it."""
+
+    JOINED = "joined"
+    """Shares the active unit's transaction: a failure dooms it, success changes nothing."""
+
+    NONE = "none"
+    """Runs with no transaction at all (SUPPORTS with nothing to join, NOT_SUPPORTED, NEVER)."""
+
+
+class Outcome(enum.Enum):
+    """How a unit ended, decided once when it ends."""
+
+    COMMITTED = "committed"
+    """An outermost read-write unit whose COMMIT succeeded (or that had nothing to send)."""
+    READ_ONLY = "read_only"
+    """An outermost read-only unit that ended normally: ROLLBACK, with nothing to write."""
+    ROLLED_BACK = "rolled_back"
+    """Ended with ROLLBACK (or, joined, dooming its transaction) because of an error,
+    ``set_rollback()``, an out-of-order exit or a safety net."""
+    DOOMED = "doomed"
+    """Was leaving normally, but its transaction could not commit: ``UnexpectedRollback``."""
+    OUTCOME_UNKNOWN = "outcome_unknown"
+    """The connection was lost while COMMIT was on its way: ``CommitOutcomeUnknown``."""
+    RELEASED = "released"
+    """A savepoint released: its work is now part of the enclosing transaction."""
+    JOINED = "joined"
+    """A joined unit left normally: the transaction it joined decides."""
+    NO_TRANSACTION = "no_transaction"
+    """A unit that ran with no transaction ended."""

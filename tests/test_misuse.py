@@ -1,0 +1,125 @@
+"""Misuse fails loudly and at once: a unit's session in another thread, a unit ended twice,
+session options flask-uow cannot honour."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from flask_uow import Database, UnitOfWorkError
+
+from .conftest import checked_out, committed_names
+from .models import Item
+
+
+def _in_another_thread(action: Any) -> BaseException | None:
+    """Run ``action`` in a new thread and return what it raised, or None."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            action()
+        except BaseException as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    return raised[0] if raised else None
+
+
+@pytest.mark.parametrize("used_here_first", [False, True], ids=["untouched", "in-use"])
+def test_a_units_session_used_from_another_thread_raises_and_the_unit_carries_on(
+    db: Database, observer: sa.Engine, used_here_first: bool
+) -> None:
+    with db.unit_of_work() as uow:
+        if used_here_first:
+            uow.session.add(Item(name="before"))
+            uow.session.flush()
+
+        error = _in_another_thread(lambda: uow.session)
+
+        uow.session.add(Item(name="after"))
+
+    assert isinstance(error, UnitOfWorkError)
+    assert "another thread" in str(error)
+    assert committed_names(observer) == (["after", "before"] if used_here_first else ["after"])
+    assert checked_out(db) == 0
+
+
+def test_exiting_a_unit_twice_raises_and_changes_nothing_more(
+    db: Database, observer: sa.Engine
+) -> None:
+    hooks: list[str] = []
+    with db.unit_of_work() as uow:
+        uow.session.add(Item(name="once"))
+        uow.on_commit(lambda: hooks.append("commit"))
+        uow.on_rollback(lambda: hooks.append("rollback"))
+    stats = db.stats
+
+    with pytest.raises(UnitOfWorkError, match="ended"):
+        uow.__exit__(None, None, None)
+    with pytest.raises(UnitOfWorkError, match="ended"):
+        uow.__exit__(RuntimeError, RuntimeError("late"), None)
+
+    assert hooks == ["commit"]
+    assert db.stats == stats
+    assert committed_names(observer) == ["once"]
+    assert checked_out(db) == 0
+
+
+def test_exiting_a_unit_that_was_never_entered_raises(db: Database) -> None:
+    unit = db.unit_of_work()
+
+    with pytest.raises(UnitOfWorkError):
+        unit.__exit__(None, None, None)
+
+    assert db.current is None
+    assert db.stats.started == 0
+
+
+@pytest.mark.parametrize("option", ["bind", "binds", "autobegin", "join_transaction_mode"])
+def test_session_options_that_flask_uow_manages_are_refused_by_name(option: str) -> None:
+    engine = sa.create_engine("sqlite://")
+    values = {
+        "bind": engine,
+        "binds": {Item: engine},
+        "autobegin": False,
+        "join_transaction_mode": "create_savepoint",
+    }
+
+    with pytest.raises(ValueError, match=f"'{option}'") as raised:
+        Database("sqlite://", session_options={option: values[option]})
+
+    assert "session_options" in str(raised.value)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("option", ["autoflsh", "expire_on_comit", "bind_to"])
+def test_unknown_session_options_are_refused_by_name(option: str) -> None:
+    with pytest.raises(ValueError, match=f"'{option}'") as raised:
+        Database("sqlite://", session_options={option: False})
+
+    assert "Session" in str(raised.value)
+
+
+@pytest.mark.parametrize(("autoflush", "seen"), [(True, 1), (False, 0)])
+def test_session_options_reach_every_units_session(
+    backend_url: str, autoflush: bool, seen: int
+) -> None:
+    db = Database(backend_url, session_options={"autoflush": autoflush})
+    Item.metadata.create_all(db.engine)
+    try:
+        with db.unit_of_work():
+            assert db.session.autoflush is autoflush
+            db.session.add(Item(name="pending"))
+            count = db.session.scalar(sa.select(sa.func.count()).select_from(Item))
+            db.session.flush()
+        assert count == seen  # with autoflush off, the query ran before the INSERT
+    finally:
+        Item.metadata.drop_all(db.engine)
+        db.dispose()
