@@ -87,8 +87,8 @@ async def test_a_thousand_tasks_cancelled_at_random_points_leave_no_connection_b
     assert all(unit.state is UnitState.ENDED for unit in units.values())
     for number, unit in units.items():
         # A COMMIT under way finishes despite the cancellation; everything else rolls back.
-        in_commit = PHASES[number % len(PHASES)] == "commit"
-        expected = Outcome.COMMITTED if in_commit else Outcome.ROLLED_BACK
+        committing = PHASES[number % len(PHASES)] == "commit"
+        expected = Outcome.COMMITTED if committing else Outcome.ROLLED_BACK
         assert unit.outcome is expected, (number, unit.outcome)
     cancelled_in_commit = [
         number
