@@ -207,6 +207,11 @@ class UnitOfWork:
         return session
 
     @property
+    def is_async(self) -> bool:
+        """True when this unit was entered with ``async with`` (its session is an AsyncSession)."""
+        return self._task is not None
+
+    @property
     def state(self) -> UnitState:
         """Where this unit is in its life."""
         return self._state
@@ -961,6 +966,8 @@ class AsyncUnit(Protocol):
     def failed_during_commit(self) -> bool: ...
     @property
     def scope(self) -> object | None: ...
+    @property
+    def is_async(self) -> bool: ...
 
     propagation: Propagation
     read_only: bool
