@@ -668,3 +668,49 @@ async def test_the_async_url_is_derived_from_the_sync_one(adb: Database) -> None
     driver = adb.async_engine.dialect.driver
     assert driver in ("aiosqlite", "psycopg", "aiomysql")
     assert adb.async_engine.dialect.is_async
+
+
+# -- testing helpers ---------------------------------------------------------------------------
+
+
+async def test_isolated_async_undoes_every_unit_and_each_unit_still_commits_or_rolls_back(
+    adb: Database, observer: sa.Engine
+) -> None:
+    from flask_uow.testing import isolated_async
+
+    seen: list[str] = []
+    async with isolated_async(adb):
+        async with adb.unit_of_work() as first:
+            adb.session.add(Item(name="first"))
+            first.on_commit(lambda: seen.append("committed"))
+        with pytest.raises(Boom):
+            async with adb.unit_of_work():
+                adb.session.add(Item(name="undone"))
+                await adb.async_session.flush()
+                raise Boom
+        async with adb.unit_of_work(read_only=True):
+            names = list(await adb.async_session.scalars(sa.select(Item.name)))
+        assert names == ["first"]
+        assert seen == ["committed"]
+        with pytest.raises(UnitOfWorkError, match="isolated"):
+            await asyncio.to_thread(_sync_unit, adb)
+    assert committed_names(observer) == []
+    assert async_checked_out(adb) == 0
+
+
+def _sync_unit(db: Database) -> None:
+    with db.unit_of_work():
+        db.session.execute(sa.select(1))
+
+
+async def test_isolated_async_rolls_back_a_leaked_unit_and_says_where_it_was_opened(
+    adb: Database, observer: sa.Engine
+) -> None:
+    from flask_uow.testing import isolated_async
+
+    with pytest.raises(UnitOfWorkError, match="test_async.py"):
+        async with isolated_async(adb):
+            await adb.unit_of_work().__aenter__()
+            adb.session.add(Item(name="leaked"))
+    assert committed_names(observer) == []
+    assert async_checked_out(adb) == 0

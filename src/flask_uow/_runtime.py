@@ -29,6 +29,9 @@ class Isolation:
 
     connection: Connection
     thread: int
+    async_connection: Any = None
+    """The AsyncConnection of ``isolated_async()`` (whose sync face is ``connection``): async
+    units run on it, sync units are refused; None for ``isolated()``, the other way round."""
 
 
 class Integration(Protocol):

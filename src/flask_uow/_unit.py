@@ -442,11 +442,11 @@ class UnitOfWork:
             self._engines = engines
             if stack and engines.is_sqlite:
                 self._refuse_sqlite_self_deadlock(stack, engines)
-        elif self._task is not None:
+        elif (self._task is not None) != (isolation.async_connection is not None):
             raise UnitOfWorkError(
-                "flask_uow.testing.isolated() holds a synchronous connection; async units "
-                "cannot run on it. Use 'async with flask_uow.testing.isolated_async(db)' "
-                "around async code under test."
+                "flask_uow.testing.isolated() holds a sync connection and isolated_async() an "
+                "async one; units of the other kind cannot run on it. Use isolated() around "
+                "sync code under test and 'async with isolated_async(db)' around async code."
             )
         elif isolation.thread != get_ident():
             raise UnitOfWorkError(
@@ -516,7 +516,14 @@ class UnitOfWork:
     def _open_session(self) -> UnitSession:
         runtime = self._runtime
         isolation = runtime.isolation
-        if isolation is not None:
+        if isolation is not None and isolation.async_connection is not None:
+            wrapper = self._async_session = runtime.async_session_class()(
+                bind=isolation.async_connection,
+                join_transaction_mode="create_savepoint",
+                **runtime.session_options,
+            )
+            session = cast(UnitSession, wrapper.sync_session)
+        elif isolation is not None:
             session = runtime.session_class(
                 bind=isolation.connection,
                 join_transaction_mode="create_savepoint",
