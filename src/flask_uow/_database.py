@@ -23,6 +23,7 @@ from ._unit import UnitOfWork, current_unit, why_no_session
 
 if TYPE_CHECKING:
     from flask import Flask
+    from quart import Quart
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from ._aio import AsyncUnitSession
@@ -224,16 +225,22 @@ class Database:
 
     # -- Flask -------------------------------------------------------------------------------
 
-    def init_app(self, app: Flask) -> None:
-        """Register this Database with a Flask app (see the Flask integration docs).
+    def init_app(self, app: Flask | Quart) -> None:
+        """Register this Database with a Flask or Quart app (see the Flask integration docs).
 
         Reads the ``UOW_*`` keys from ``app.config``, adds the ``flask uow`` commands and
         ``db`` to ``flask shell``, and rolls back any unit still open when an app context
         ends. With ``UOW_PER_REQUEST``, each request runs in one unit of work.
         """
+        quart = sys.modules.get("quart")
+        if quart is not None and isinstance(app, quart.Quart):
+            from ._quart import register as register_quart
+
+            register_quart(self, app)
+            return
         from ._flask import register
 
-        register(self, app)
+        register(self, cast("Flask", app))
 
     # -- units of work -----------------------------------------------------------------------
 

@@ -44,6 +44,9 @@ class AppState:
     """What one Flask app configured for a Database; the engine is made on first use."""
 
     config: AppConfig
+    pooled_async: bool = False
+    """Whether the async engine keeps a pool: only when every request of the app runs on
+    one event loop (Quart), not for Flask's async views (one loop per view)."""
     created: EngineVariants | None = None
     async_created: EngineVariants | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -64,12 +67,14 @@ class AppState:
             with self.lock:
                 if self.async_created is None:
                     config = self.config
-                    options = {
-                        key: value
-                        for key, value in config.engine_options.items()
-                        if key not in _POOL_ONLY_OPTIONS
-                    }
-                    options["poolclass"] = NullPool
+                    options = dict(config.engine_options)
+                    if not self.pooled_async:
+                        options = {
+                            key: value
+                            for key, value in options.items()
+                            if key not in _POOL_ONLY_OPTIONS
+                        }
+                        options["poolclass"] = NullPool
                     self.async_created = AsyncEngineVariants(
                         create_engine(
                             config.async_url or async_url(config.url),
@@ -304,8 +309,8 @@ def _async_view(
 async def _abandon_async(leaked: list[UnitOfWork]) -> None:
     for unit in reversed(leaked):
         if unit.state is UnitState.ACTIVE:
-            _warn_leaked(unit)
             await unit.abandon_async()
+            _warn_leaked(unit)  # after rolling back: a warnings filter may raise
 
 
 def _end_request_unit(db: Database, response: Response) -> Response:
@@ -354,12 +359,13 @@ def end_leaked_units(db: Database) -> None:
     for unit in reversed(leaked):
         if unit.state is not UnitState.ACTIVE:
             continue
-        _warn_leaked(unit)
         if unit.is_async:
             # Its event loop (asgiref's, one per view) has ended: roll back on a new one.
             asyncio.run(unit.abandon_async())
-        else:
-            unit.abandon()
+            _warn_leaked(unit)
+            continue
+        _warn_leaked(unit)
+        unit.abandon()
 
 
 def _warn_leaked(unit: UnitOfWork) -> None:
