@@ -1,4 +1,4 @@
-"""Quart: db.init_app(quart_app) gives per-request async units, served by hypercorn."""
+"""Quart (built on Flask): db.init_app(quart_app) gives per-request async units, served by hypercorn."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def served(app: Quart) -> Iterator[str]:
     stop = asyncio.Event()
 
     def run() -> None:
-        loop.run_until_complete(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+        loop.run_until_complete(serve(app, config, shutdown_trigger=stop.wait))
         loop.close()
 
     thread = threading.Thread(target=run, daemon=True)
