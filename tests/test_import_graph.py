@@ -23,8 +23,10 @@ SOURCE = Path(flask_uow.__file__).parent
 FLASK_ONLY_PREFIXES = ("_flask", "_cli")
 """Modules named like these are the Flask layer: they may import Flask, click and Werkzeug."""
 
-OTHER_FLASK_ONLY_MODULES: frozenset[str] = frozenset()
-"""Flask-only modules whose names do not say so; add one here only with a reason."""
+OTHER_FLASK_ONLY_MODULES: frozenset[str] = frozenset({"_quart"})
+"""Flask-only modules whose names do not say so; add one here only with a reason.
+
+``_quart``: Quart is built on Flask, and its integration reuses the Flask layer's."""
 
 FLASK_PACKAGES = ("flask", "werkzeug", "click")
 
