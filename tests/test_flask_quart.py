@@ -1,4 +1,4 @@
-"""Quart (built on Flask): db.init_app(quart_app) gives per-request async units, served by hypercorn."""
+"""Quart (built on Flask): per-request async units, served by hypercorn on 127.0.0.1."""
 
 from __future__ import annotations
 
