@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 import sqlalchemy as sa
@@ -116,7 +116,7 @@ class AsyncUnitTrees(UnitTrees):
             with pytest.raises(expected_error):
                 await unit.__aenter__()
             return
-        assert await unit.__aenter__() is unit
+        assert cast(object, await unit.__aenter__()) is unit
         if kind == "none":
             self.stack.append(ModelUnit(unit, "none", None, None))
         elif kind == "outermost":
