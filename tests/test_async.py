@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable
-from typing import cast
+from typing import assert_type, cast
 
 import pytest
 import sqlalchemy as sa
@@ -16,6 +17,7 @@ from sqlalchemy.util import await_only
 
 from flask_uow import (
     AsyncUnitSession,
+    CommitOutcomeUnknown,
     Database,
     NoActiveUnitOfWork,
     Outcome,
@@ -713,4 +715,41 @@ async def test_isolated_async_rolls_back_a_leaked_unit_and_says_where_it_was_ope
             await adb.unit_of_work().__aenter__()
             adb.session.add(Item(name="leaked"))
     assert committed_names(observer) == []
+    assert async_checked_out(adb) == 0
+
+
+async def test_decorated_coroutine_functions_keep_their_types(adb: Database) -> None:
+    @adb.transactional
+    async def bare(x: int) -> str:
+        return str(x)
+
+    @adb.transactional(retries=2, read_only=True)
+    async def configured(x: int, y: str = "") -> list[int]:
+        return [x]
+
+    assert_type(await bare(1), str)
+    assert_type(await configured(1, y="a"), list[int])
+    assert inspect.iscoroutinefunction(bare)
+    assert await bare(2) == "2"
+    assert await configured(3) == [3]
+    async with adb.unit_of_work() as uow:
+        assert_type(uow.session, AsyncUnitSession)
+
+
+async def test_a_connection_lost_during_commit_raises_outcome_unknown_and_runs_neither_hook(
+    adb: Database, backend_name: str
+) -> None:
+    from .test_outcomes import connection_lost_during_commit
+
+    hooks: list[str] = []
+    unit = adb.unit_of_work()
+    with connection_lost_during_commit(adb, backend_name, adb.async_engine.sync_engine):
+        with pytest.raises(CommitOutcomeUnknown, match="not retried"):
+            async with unit as uow:
+                uow.on_commit(lambda: hooks.append("commit"))
+                uow.on_rollback(lambda: hooks.append("rollback"))
+                uow.on_outcome_unknown(lambda: hooks.append("unknown"))
+                adb.session.add(Item(name="maybe"))
+    assert hooks == ["unknown"]
+    assert unit.outcome is Outcome.OUTCOME_UNKNOWN
     assert async_checked_out(adb) == 0
