@@ -6,6 +6,7 @@ import contextlib
 import math
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -52,6 +53,101 @@ def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
 
 def fmt_ratio(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.2f}x"
+
+
+BOOTSTRAP_RESAMPLES = 2000
+MIN_ROUNDS = 5
+"""Fewest paired rounds that give an interval (and so a verdict) at all."""
+
+
+def ratio_interval(
+    a: Sequence[float], b: Sequence[float], *, seed: int = 12
+) -> tuple[float, float, float]:
+    """The paired ratio (median over rounds of ``a[i] / b[i]``) and its bootstrap 95% interval.
+
+    The rounds' ratios are resampled with replacement; the interval holds the middle 95% of
+    the resampled medians. Few rounds give a wide interval, which is the honest answer.
+    """
+    ratios = [x / y for x, y in zip(a, b, strict=True) if y]
+    if not ratios:
+        return float("nan"), float("nan"), float("nan")
+    if len(ratios) < MIN_ROUNDS:
+        return statistics.median(ratios), float("nan"), float("nan")
+    rng = random.Random(seed)
+    medians = sorted(
+        statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(BOOTSTRAP_RESAMPLES)
+    )
+    low = medians[int(0.025 * (BOOTSTRAP_RESAMPLES - 1))]
+    high = medians[int(0.975 * (BOOTSTRAP_RESAMPLES - 1))]
+    return statistics.median(ratios), low, high
+
+
+def fmt_interval(value: tuple[float, float, float]) -> str:
+    """``1.03x [0.99, 1.07]``."""
+    middle, low, high = value
+    if math.isnan(middle):
+        return "n/a"
+    if math.isnan(low):
+        return f"{middle:.2f}x [too few rounds]"
+    return f"{middle:.2f}x [{low:.2f}, {high:.2f}]"
+
+
+MET, MISSED, TIE = "met", "**missed**", "tie within noise"
+NO_VERDICT = f"no verdict (fewer than {MIN_ROUNDS} rounds)"
+
+
+def verdict_at_most(interval: tuple[float, float, float], target: float) -> str:
+    """A ratio that should be at most ``target``: met when the whole interval is at or below
+    it, missed when the whole interval is above it, otherwise a tie within noise."""
+    _, low, high = interval
+    if math.isnan(low):
+        return NO_VERDICT
+    if high <= target:
+        return MET
+    if low > target:
+        return MISSED
+    return TIE
+
+
+def verdict_at_least(interval: tuple[float, float, float], target: float) -> str:
+    """A ratio that should be at least ``target`` (a throughput ratio, say)."""
+    _, low, high = interval
+    if math.isnan(low):
+        return NO_VERDICT
+    if low >= target:
+        return MET
+    if high < target:
+        return MISSED
+    return TIE
+
+
+# -- a quiet machine ------------------------------------------------------------------------
+
+LOAD_FACTOR = 1.5
+"""BENCHMARKS.md is written only if the 1-minute load average stayed under this many times the
+number of usable cores, before and after the run (``--force`` writes it anyway)."""
+
+
+def usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg()
+
+
+def too_busy(loads: Sequence[tuple[float, float, float]]) -> str | None:
+    """Why the machine was too busy for publishable numbers, or None if it was quiet enough."""
+    limit = LOAD_FACTOR * usable_cores()
+    worst = max(load[0] for load in loads)
+    if worst > limit:
+        return (
+            f"the 1-minute load average reached {worst:.2f}, above {limit:.1f} "
+            f"({LOAD_FACTOR} x {usable_cores()} usable cores)"
+        )
+    return None
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -172,6 +268,8 @@ def machine() -> dict[str, Any]:
         "sqlalchemy": _version("SQLAlchemy"),
         "flask": _version("Flask"),
         "flask-sqlalchemy": _version("Flask-SQLAlchemy"),
+        "flask-sqlalchemy-lite": _version("Flask-SQLAlchemy-Lite"),
+        "advanced-alchemy": _version("advanced-alchemy"),
         "flask-uow": _version("flask-uow"),
         "flask-uow revision": source_revision(),
         "psycopg": _version("psycopg"),

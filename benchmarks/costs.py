@@ -1,81 +1,37 @@
 """What one request costs each app, counted rather than timed: noise-free on a busy machine.
 
 Each app of ``benchmarks.peers`` serves the hot endpoints in this process through Flask's test
-client, under cProfile, while engine events count what goes to the database: statements
-(``cursor.execute``, which includes ``SET TRANSACTION READ ONLY``), transactions begun (psycopg
-sends ``BEGIN`` on its own) and COMMITs / ROLLBACKs. The counts are per request, averaged.
+client. Python function calls are counted with ``sys.setprofile`` and round trips under the
+driver, with the counters of ``tests/test_costs.py`` (the gate that runs in ``make test``).
 """
 
 from __future__ import annotations
 
-import cProfile
+import gc
 import importlib
 import os
-import pstats
-import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask
-from sqlalchemy import event
 
 from ._common import markdown_table
 
 Request = tuple[str, str, dict[str, Any] | None]
 
 
-def requests_for(endpoint: str, count: int, customers: int, seed: int = 7) -> list[Request]:
-    """``count`` requests like the ones wrk sends to ``endpoint``."""
-    rng = random.Random(seed)
-    out: list[Request] = []
-    for _ in range(count):
-        a = rng.randint(1, customers)
-        if endpoint.startswith("GET /customers"):
-            out.append(("GET", f"/customers/{a}", None))
-        elif endpoint.startswith("POST /transfers"):
-            b = rng.randint(1, customers - 1)
-            b = b + 1 if b >= a else b
-            body = {"from_account": a, "to_account": b, "amount": rng.randint(1, 100)}
-            out.append(("POST", "/transfers", body))
-        elif endpoint.startswith("GET /accounts"):
-            out.append(("GET", f"/accounts/{a}/transfers", None))
-        else:
-            out.append(("GET", "/bench/noop", None))
-    return out
-
-
-class Counts:
-    def __init__(self) -> None:
-        self.statements = self.begins = self.ends = 0
-
-    def statement(self, *args: Any) -> None:
-        self.statements += 1
-
-    def begin(self, *args: Any) -> None:
-        self.begins += 1
-
-    def end(self, *args: Any) -> None:
-        self.ends += 1
-
-
-@contextmanager
-def counting() -> Iterator[Counts]:
-    counts = Counts()
-    listeners = (
-        ("before_cursor_execute", counts.statement),
-        ("begin", counts.begin),
-        ("commit", counts.end),
-        ("rollback", counts.end),
-    )
-    for name, listener in listeners:
-        event.listen(sa.Engine, name, listener)
-    try:
-        yield counts
-    finally:
-        for name, listener in listeners:
-            event.remove(sa.Engine, name, listener)
+def request_for(endpoint: str, customers: int) -> Request:
+    """One request like those wrk sends to ``endpoint``."""
+    a, b = 3, customers // 2
+    if endpoint.startswith("GET /customers"):
+        return ("GET", f"/customers/{a}", None)
+    if endpoint.startswith("POST /transfers"):
+        return ("POST", "/transfers", {"from_account": a, "to_account": b, "amount": 1})
+    if endpoint.startswith("GET /accounts"):
+        return ("GET", f"/accounts/{a}/transfers", None)
+    return ("GET", "/bench/noop", None)
 
 
 @contextmanager
@@ -93,79 +49,68 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 
 
 def measure(
-    apps: dict[str, str],
-    endpoints: list[str],
-    url: sa.URL,
-    *,
-    requests: int,
-    customers: int,
-) -> dict[str, dict[str, dict[str, float]]]:
-    """{endpoint: {app: {calls, statements, transactions, ends}}} per request."""
-    built: dict[str, Flask] = {}
+    apps: dict[str, str], endpoints: list[str], url: sa.URL, *, customers: int
+) -> dict[str, dict[str, dict[str, int]]]:
+    """{endpoint: {app: {calls, round_trips}}} for one request."""
+    from tests.test_costs import count_calls, wire
+
     env = {
         "BENCH_DATABASE_URL": url.render_as_string(hide_password=False),
         "BENCH_POOL_SIZE": "2",
         "BENCH_APP_NAME": "bench-costs",
     }
-    with environment(env):
+    results: dict[str, dict[str, dict[str, int]]] = {}
+    with environment(env), wire() as counter:
+        built: dict[str, tuple[Flask, Any]] = {}
         for name, spec in apps.items():
-            module, _, call = spec.partition(":")
-            factory = getattr(importlib.import_module(module), call.removesuffix("()"))
-            built[name] = factory()
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    try:
-        for endpoint in endpoints:
-            results[endpoint] = {}
-            batch = requests_for(endpoint, requests, customers)
-            for name, app in built.items():
-                client = app.test_client()
-                for method, path, body in batch[:20]:  # warm up
-                    client.open(path, method=method, json=body)
-                profiler = cProfile.Profile()
-                with counting() as counts:
-                    profiler.enable()
-                    for method, path, body in batch:
-                        reply = client.open(path, method=method, json=body)
-                        if reply.status_code >= 400:
-                            raise RuntimeError(f"{name}: {method} {path} -> {reply.status}")
-                    profiler.disable()
-                stats: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-                calls = sum(n for (_, n, _, _, _) in stats.values())
-                results[endpoint][name] = {
-                    "calls": calls / len(batch),
-                    "statements": counts.statements / len(batch),
-                    "transactions": counts.begins / len(batch),
-                    "ends": counts.ends / len(batch),
-                }
-    finally:
-        for app in built.values():
-            with app.app_context():
-                for extension in app.extensions.values():
-                    if hasattr(extension, "dispose"):  # flask-uow's Database
-                        extension.dispose()
-                    elif hasattr(extension, "engines"):  # Flask-SQLAlchemy
-                        for engine in extension.engines.values():
-                            engine.dispose()
-                    elif hasattr(extension, "kw"):  # the bare app's sessionmaker
-                        extension.kw["bind"].dispose()
+            module_name, _, call = spec.partition(":")
+            module = importlib.import_module(module_name)
+            built[name] = (getattr(module, call.removesuffix("()"))(), module)
+        gc.collect()
+        gc.freeze()  # keep the collections count_calls makes short
+        try:
+            for endpoint in endpoints:
+                results[endpoint] = {}
+                method, path, body = request_for(endpoint, customers)
+                for name, (app, _) in built.items():
+                    send = _sender(app, name, method, path, body)
+                    results[endpoint][name] = {
+                        "calls": count_calls(send, warmup=10, samples=3),
+                        "round_trips": counter.measure(send),
+                    }
+        finally:
+            gc.unfreeze()
+            for app, module in built.values():
+                with app.app_context():
+                    module.dispose(app)
     return results
 
 
-def markdown(costs: dict[str, dict[str, dict[str, float]]], reference: str) -> str:
+def _sender(
+    app: Flask, name: str, method: str, path: str, body: dict[str, Any] | None
+) -> Callable[[], None]:
+    client = app.test_client()
+
+    def send() -> None:
+        reply = client.open(path, method=method, json=body)
+        if reply.status_code >= 400:
+            raise RuntimeError(f"{name}: {method} {path} -> {reply.status}")
+
+    return send
+
+
+def markdown(costs: dict[str, dict[str, dict[str, int]]], reference: str) -> str:
     rows = []
     for endpoint, by_app in costs.items():
         base = by_app[reference]
         for name, c in by_app.items():
             rows.append(
                 [
-                    f"`{endpoint}`",
+                    f"`{endpoint}`" if name == next(iter(by_app)) else "",
                     name,
-                    f"{c['calls']:.0f}",
-                    "-" if name == reference else f"{c['calls'] / base['calls']:.2f}x",
-                    f"{c['statements']:.2f}",
-                    f"{c['transactions']:.2f}",
-                    f"{c['ends']:.2f}",
-                    f"{c['statements'] + c['transactions'] + c['ends']:.2f}",
+                    str(c["calls"]),
+                    "-" if name == reference else f"{c['calls'] - base['calls']:+d}",
+                    str(c["round_trips"]),
                 ]
             )
     return markdown_table(
@@ -173,11 +118,8 @@ def markdown(costs: dict[str, dict[str, dict[str, float]]], reference: str) -> s
             "endpoint",
             "app",
             "Python function calls per request",
-            f"calls / {reference}",
-            "SQL statements",
-            "transactions (BEGIN)",
-            "COMMIT + ROLLBACK",
-            "round trips (statements + BEGIN + end)",
+            f"calls - {reference}",
+            "round trips per request",
         ],
         rows,
     )

@@ -1,25 +1,35 @@
-"""What a unit of work costs per call, side by side with bare SQLAlchemy and Flask-SQLAlchemy.
+"""What a unit of work costs per call, beside bare SQLAlchemy and the Flask extensions.
 
-Every contender uses one engine (one pool) on each backend, runs inside the same Flask app
-context, and runs in the same rounds: round by round the contenders take turns, each going
-first in turn, and each round times many calls with ``time.perf_counter_ns``. Tables give the
-median over rounds and ratios of medians; absolute numbers only mean something next to them.
+Every contender runs on its own engine, configured the way its library's documentation says
+(flask-uow on the engine it makes; bare SQLAlchemy on ``sqlalchemy.create_engine``; the
+extensions from their own config), all with ``expire_on_commit=False`` as flask-uow has, and
+the same pool size. Round by round the contenders take turns (each going first in turn); each
+round times a chunk of calls with ``time.perf_counter_ns``. Ratios are medians of the per-round
+ratios with a bootstrap 95% interval. Each row also gives, counted rather than timed, the
+Python function calls and the round trips one call makes, so that the work is on the page.
 
-    python -m benchmarks.overhead [--quick] [--json FILE]
+Two groups of rows:
+
+- **units** (the targets): flask-uow against bare SQLAlchemy doing the same work, in one
+  pushed Flask app context. On SQLite, stock pysqlite sends only the SELECT of a read (it
+  begins a transaction before DML only), so a second twin, *bare, same SQL*, uses
+  SQLAlchemy's documented pysqlite recipe and sends what flask-uow sends
+  (``BEGIN IMMEDIATE`` for read-write units, ``BEGIN`` for read-only ones).
+- **peers**: every call pushes its app context and pops it, as a request would, for
+  flask-uow, Flask-SQLAlchemy, Flask-SQLAlchemy-Lite, Advanced Alchemy and bare SQLAlchemy.
+
+    python -m benchmarks.overhead [--quick] [--sqlite-only] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import cProfile
 import gc
 import json
 import os
-import pstats
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,39 +37,45 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask
-from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import String
+from sqlalchemy import String, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-import flask_uow
 from flask_uow import Database, Propagation
-from flask_uow._engines import WRITE_LOCK_OPTION, EngineVariants
 
 from ._common import (
-    fmt_ratio,
+    fmt_interval,
     markdown_table,
     median,
-    paired_ratio,
-    ratio,
+    ratio_interval,
     rotated,
     scratch_postgresql,
+    verdict_at_most,
 )
 
-PACKAGE_DIR = os.path.dirname(os.path.abspath(flask_uow.__file__))
 ROWS = 1000
 """Rows seeded for primary-key reads; call ``i`` reads row ``i % ROWS + 1``."""
+POOL = {"pool_size": 10, "max_overflow": 0}
 
 BARE = "bare SQLAlchemy"
+BARE_SQL = "bare SQLAlchemy, same SQL"
 UOW = "flask-uow"
 UOW_PLAIN = "flask-uow, no Flask app"
+UOW_READ_WRITE = "flask-uow, the same read in a read-write unit"
 FSQLA = "Flask-SQLAlchemy"
-BARE_READ_ONLY = "bare SQLAlchemy, postgresql_readonly=True"
-BARE_IMMEDIATE = "bare SQLAlchemy, BEGIN IMMEDIATE"
-UOW_READ_ONLY = "flask-uow read_only=True"
-READ_ONLY_GET = "primary-key get, read_only=True unit"
-ORDER = (BARE, BARE_IMMEDIATE, BARE_READ_ONLY, UOW, UOW_PLAIN, UOW_READ_ONLY, FSQLA)
-"""Column order of the tables."""
+LITE = "Flask-SQLAlchemy-Lite"
+AA = "Advanced Alchemy"
 
+OPERATIONS = ("empty unit", "primary-key get", "insert", "read-only unit")
+WORK = {
+    "empty unit": "enter and leave a unit with no statement: flask-uow builds no Session; "
+    "bare SQLAlchemy builds one and begins it; the extensions commit their (unused) session; "
+    "nobody sends SQL",
+    "primary-key get": "`session.get(Item, i)` in a read-write unit, committed",
+    "insert": "`session.add(Item(...))` in a read-write unit, committed",
+    "read-only unit": "`session.get(Item, i)` in a read-only transaction (flask-uow "
+    "`read_only=True`; bare: `postgresql_readonly=True` on PostgreSQL, `BEGIN` rather than "
+    "`BEGIN IMMEDIATE` on SQLite); the extensions have no read-only mode and run their read",
+}
 Op = Callable[[int], object]
 
 
@@ -77,146 +93,221 @@ class Item(Base):
 @dataclass(frozen=True)
 class Settings:
     rounds: int
-    """Rounds for the three basic operations."""
+    """Paired rounds per row."""
     sweep_rounds: int
-    """Rounds for each point of the nesting, thread and hook sweeps."""
+    """Rounds per point of the nesting and hook sweeps."""
     chunk_seconds: float
     """About how long one contender's timed chunk of calls lasts in one round."""
-    profile_units: int
+
+    min_calls: int
+    """Fewest calls in a chunk."""
 
 
-FULL = Settings(rounds=41, sweep_rounds=21, chunk_seconds=0.08, profile_units=3000)
-QUICK = Settings(rounds=7, sweep_rounds=3, chunk_seconds=0.012, profile_units=200)
+FULL = Settings(rounds=31, sweep_rounds=15, chunk_seconds=0.06, min_calls=20)
+QUICK = Settings(rounds=5, sweep_rounds=0, chunk_seconds=0.004, min_calls=3)
 
 
-# -- the contenders ------------------------------------------------------------------------
+# -- engines -------------------------------------------------------------------------------
+
+
+def sqlite_recipe(url: sa.URL) -> tuple[sa.Engine, sa.Engine]:
+    """SQLAlchemy's documented pysqlite recipe: (BEGIN IMMEDIATE engine, BEGIN engine), with
+    the ``synchronous`` setting flask-uow gives a file in WAL mode."""
+    engine = sa.create_engine(url, **POOL)
+
+    @event.listens_for(engine, "connect")
+    def connect(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA foreign_keys = ON").close()
+        # As flask-uow's engine sets for a file in WAL mode, so that a commit costs the same.
+        dbapi_connection.execute("PRAGMA synchronous = NORMAL").close()
+
+    @event.listens_for(engine, "begin")
+    def begin(connection: sa.Connection) -> None:
+        immediate = connection.get_execution_options().get("bench_write_lock")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine.execution_options(bench_write_lock=True), engine
 
 
 class Contenders:
-    """One Flask app and one engine, used by bare SQLAlchemy, flask-uow and Flask-SQLAlchemy.
-
-    The engine is flask-uow's (it carries flask-uow's per-dialect event listeners, so bare
-    SQLAlchemy and Flask-SQLAlchemy pay for them too, and only the unit itself is compared).
-    Flask-SQLAlchemy's own engine is swapped for it, and a second flask-uow ``Database``
-    without a Flask app shares it as well.
-    """
+    """Every library's app and engine on one database."""
 
     def __init__(self, url: sa.URL) -> None:
-        rendered = url.render_as_string(hide_password=False)
-        self.app = app = Flask(__name__)
-        app.config.update(
-            UOW_DATABASE_URL=rendered,
-            UOW_ENGINE_OPTIONS={"pool_size": 10, "max_overflow": 0},
-            SQLALCHEMY_DATABASE_URI=rendered,
+        from advanced_alchemy.config import SyncSessionConfig
+        from advanced_alchemy.extensions.flask import (
+            AdvancedAlchemy,
+            EngineConfig,
+            SQLAlchemySyncConfig,
         )
+        from flask_sqlalchemy import SQLAlchemy as FlaskSQLAlchemy
+        from flask_sqlalchemy_lite import SQLAlchemy as Lite
+
+        rendered = url.render_as_string(hide_password=False)
+        self.is_sqlite = url.get_backend_name() == "sqlite"
+        self.disposers: list[Callable[[], None]] = []
+
+        self.bare_app = Flask("bare")
+        self.stock = sa.create_engine(url, **POOL)
+        self.stock_read_only = (
+            self.stock if self.is_sqlite else self.stock.execution_options(postgresql_readonly=True)
+        )
+        self.disposers.append(self.stock.dispose)
+        if self.is_sqlite:
+            self.same_sql, self.same_sql_read_only = sqlite_recipe(url)
+            self.disposers.append(self.same_sql.dispose)
+
+        self.uow_app = Flask("flask_uow")
+        self.uow_app.config.update(UOW_DATABASE_URL=rendered, UOW_ENGINE_OPTIONS=POOL)
         self.uow = Database(metadata=Base.metadata)
-        self.uow.init_app(app)
-        self.fsqla = SQLAlchemy(metadata=Base.metadata)
-        self.fsqla.init_app(app)
-        self._context = app.app_context()
+        self.uow.init_app(self.uow_app)
+        self.plain = Database(rendered, engine_options=POOL)
+        self.disposers.append(self.plain.dispose)
+
+        self.fsqla_app = Flask("flask_sqlalchemy")
+        self.fsqla_app.config.update(
+            SQLALCHEMY_DATABASE_URI=rendered, SQLALCHEMY_ENGINE_OPTIONS=POOL
+        )
+        self.fsqla = FlaskSQLAlchemy(
+            metadata=Base.metadata, session_options={"expire_on_commit": False}
+        )
+        self.fsqla.init_app(self.fsqla_app)
+
+        self.lite_app = Flask("flask_sqlalchemy_lite")
+        self.lite_app.config.update(SQLALCHEMY_ENGINES={"default": {"url": rendered, **POOL}})
+        self.lite = Lite(session_options={"expire_on_commit": False})
+        self.lite.init_app(self.lite_app)
+
+        self.aa_app = Flask("advanced_alchemy")
+        self.aa = AdvancedAlchemy(
+            config=SQLAlchemySyncConfig(
+                connection_string=rendered,
+                engine_config=EngineConfig(**POOL),
+                session_config=SyncSessionConfig(expire_on_commit=False),
+            ),
+            app=self.aa_app,
+        )
+
+        self._context = self.uow_app.app_context()
         self._context.push()
-        self.engine = self.uow.engine
-        own = self.fsqla.engines[None]
-        self.fsqla._app_engines[app][None] = self.engine  # one pool for everyone
-        own.dispose()
-        self.plain = Database(url)
-        self.plain._default = EngineVariants(self.engine)
-        Base.metadata.drop_all(self.engine)
-        Base.metadata.create_all(self.engine)
-        with self.engine.begin() as conn:  # ids 1..ROWS from the table's own sequence
+        self.disposers.append(self.uow.dispose)
+        with self.fsqla_app.app_context():
+            self.disposers.append(self.fsqla.engine.dispose)
+        with self.lite_app.app_context():
+            self.disposers.append(self.lite.engine.dispose)
+        self.disposers.append(self.aa.config[0].get_engine().dispose)
+
+        Base.metadata.drop_all(self.stock)
+        Base.metadata.create_all(self.stock)
+        with self.stock.begin() as conn:  # ids 1..ROWS from the table's own sequence
             conn.execute(sa.insert(Item), [{"name": f"item {i}"} for i in range(ROWS)])
 
     def reset(self) -> None:
         """Back to the seeded ROWS rows (the insert benchmark adds some)."""
-        with self.engine.begin() as conn:
+        with self.stock.begin() as conn:
             conn.execute(sa.delete(Item).where(Item.id > ROWS))
 
     def close(self) -> None:
         self._context.pop()
-        self.engine.dispose()
+        for dispose in self.disposers:
+            dispose()
 
-    # Operations: each takes the call's index and does one unit (or cycle) of work.
+    # Each operation takes the call's index and does one unit of work.
 
-    def basic(self) -> dict[str, dict[str, Op]]:
-        """The three operations of the issue, plus a read-only unit, per contender."""
-        engine, uow, plain, fsqla = self.engine, self.uow, self.plain, self.fsqla
+    def units(self, name: str) -> dict[str, Op]:
+        """The target group: flask-uow and bare SQLAlchemy, in the pushed app context."""
+        body = BODIES[name]
+        read_only = name == "read-only unit"
 
-        def bare(body: Callable[[Session, int], object], bind: sa.Engine = engine) -> Op:
+        def bare(engine: sa.Engine) -> Op:
             def run(i: int) -> None:
-                with Session(bind) as session, session.begin():
+                with Session(engine, expire_on_commit=False) as session, session.begin():
                     body(session, i)
 
             return run
 
-        def unit(db: Database, body: Callable[[Session, int], object], **options: Any) -> Op:
-            def run(i: int) -> None:
-                with db.unit_of_work(**options):
+        def unit(db: Database) -> Op:
+            if name == "empty unit":
+
+                def run(i: int) -> None:
+                    with db.unit_of_work():
+                        pass
+
+                return run
+
+            def run_body(i: int) -> None:
+                with db.unit_of_work(read_only=read_only):
                     body(db.session, i)
 
-            return run
+            return run_body
 
-        def cycle(body: Callable[[Session, int], object]) -> Op:
-            def run(i: int) -> None:
+        ops = {
+            BARE: bare(self.stock_read_only if read_only else self.stock),
+            UOW: unit(self.uow),
+            UOW_PLAIN: unit(self.plain),
+        }
+        if self.is_sqlite:
+            ops[BARE_SQL] = bare(self.same_sql_read_only if read_only else self.same_sql)
+        if read_only:  # the same read in a read-write unit, paired round by round
+            db = self.uow
+
+            def read_write(i: int) -> None:
+                with db.unit_of_work():
+                    _get(db.session, i)
+
+            ops[UOW_READ_WRITE] = read_write
+        return ops
+
+    def peers(self, name: str) -> dict[str, Op]:
+        """The peer group: each call pushes and pops its library's app context."""
+        body = BODIES[name]
+        read_only = name == "read-only unit"
+        stock = self.stock_read_only if read_only else self.stock
+        fsqla, lite, aa = self.fsqla, self.lite, self.aa
+
+        def bare(i: int) -> None:
+            with self.bare_app.app_context():
+                with Session(stock, expire_on_commit=False) as session, session.begin():
+                    body(session, i)
+
+        def uow(i: int) -> None:
+            with self.uow_app.app_context():
+                with self.uow.unit_of_work(read_only=read_only):
+                    if name != "empty unit":
+                        body(self.uow.session, i)
+
+        def flask_sqlalchemy(i: int) -> None:
+            with self.fsqla_app.app_context():  # the session is removed at teardown
                 body(fsqla.session, i)
                 fsqla.session.commit()
-                fsqla.session.remove()
 
-            return run
+        def flask_sqlalchemy_lite(i: int) -> None:
+            with self.lite_app.app_context():  # the session is closed at teardown
+                body(lite.session, i)
+                lite.session.commit()
 
-        def nothing(session: Session, i: int) -> None:
-            pass
+        def advanced_alchemy(i: int) -> None:
+            with self.aa_app.app_context():  # the session is closed at teardown
+                session = aa.get_sync_session()
+                body(session, i)
+                session.commit()
 
-        def get(session: Session, i: int) -> None:
-            session.get(Item, i % ROWS + 1)
-
-        def insert(session: Session, i: int) -> None:
-            session.add(Item(name="inserted"))
-
-        def empty_unit(db: Database) -> Op:
-            def run(i: int) -> None:
-                with db.unit_of_work():
-                    pass
-
-            return run
-
-        operations: dict[str, dict[str, Op]] = {}
-        for name, body in (("empty unit", nothing), ("primary-key get", get), ("insert", insert)):
-            operations[name] = {
-                BARE: bare(body),
-                UOW: empty_unit(uow) if body is nothing else unit(uow, body),
-                UOW_PLAIN: empty_unit(plain) if body is nothing else unit(plain, body),
-                FSQLA: cycle(body),
-            }
-            if engine.dialect.name == "sqlite" and body is not nothing:
-                # flask-uow begins read-write units on SQLite with BEGIN IMMEDIATE (the write
-                # lock up front); this twin does the same by hand, to tell the library's own
-                # cost from that of its locking policy.
-                immediate = engine.execution_options(**{WRITE_LOCK_OPTION: True})
-                operations[name][BARE_IMMEDIATE] = bare(body, immediate)
-        read_only = {
-            BARE: bare(get),
-            UOW: unit(uow, get, read_only=True),
-            UOW_PLAIN: unit(plain, get, read_only=True),
+        return {
+            BARE: bare,
+            UOW: uow,
+            FSQLA: flask_sqlalchemy,
+            LITE: flask_sqlalchemy_lite,
+            AA: advanced_alchemy,
         }
-        if engine.dialect.name == "postgresql":
-            # What a read-only transaction costs done by hand: psycopg sends BEGIN READ ONLY.
-            read_only_engine = engine.execution_options(postgresql_readonly=True)
-
-            def bare_read_only(i: int) -> None:
-                with Session(read_only_engine) as session, session.begin():
-                    get(session, i)
-
-            read_only[BARE_READ_ONLY] = bare_read_only
-        operations[READ_ONLY_GET] = read_only
-        return operations
 
     def nesting(self, depth: int, propagation: Propagation) -> dict[str, Op]:
         """An outermost unit with ``depth - 1`` units inside, each in its own function call.
 
-        Bare SQLAlchemy's twin passes its session down the same calls (joined) or opens a
-        ``begin_nested()`` SAVEPOINT in each (NESTED).
+        Bare SQLAlchemy passes its session down the same calls (joined) or opens a
+        ``begin_nested()`` SAVEPOINT in each (NESTED), on the engine sending flask-uow's SQL.
         """
-        engine, db = self.engine, self.uow
+        engine = self.same_sql if self.is_sqlite else self.stock
+        db = self.uow
         savepoints = propagation is Propagation.NESTED
 
         def bare_inner(session: Session, levels: int) -> None:
@@ -228,7 +319,7 @@ class Contenders:
                     bare_inner(session, levels - 1)
 
         def bare(i: int) -> None:
-            with Session(engine) as session, session.begin():
+            with Session(engine, expire_on_commit=False) as session, session.begin():
                 bare_inner(session, depth - 1)
 
         def uow_inner(levels: int) -> None:
@@ -242,138 +333,85 @@ class Contenders:
 
         return {BARE: bare, UOW: uow}
 
-    def hooks(self, count: int) -> dict[str, Op]:
-        """An empty unit registering ``count`` on_commit callbacks, and the same by hand."""
-        engine, db = self.engine, self.uow
 
-        def callback() -> None:
-            pass
-
-        def bare(i: int) -> None:
-            after_commit: list[Callable[[], object]] = []
-            with Session(engine) as session, session.begin():
-                for _ in range(count):
-                    after_commit.append(callback)
-            for hook in after_commit:
-                hook()
-
-        def uow(i: int) -> None:
-            with db.unit_of_work() as unit:
-                for _ in range(count):
-                    unit.on_commit(callback)
-
-        return {BARE: bare, UOW: uow}
+def _nothing(session: Session, i: int) -> None:
+    pass
 
 
-# -- timing ----------------------------------------------------------------------------------
+def _get(session: Session, i: int) -> None:
+    session.get(Item, i % ROWS + 1)
 
 
-def time_chunk(op: Op, calls: int) -> float:
-    """Nanoseconds per call of ``op`` over ``calls`` calls."""
+def _insert(session: Session, i: int) -> None:
+    session.add(Item(name="inserted"))
+
+
+BODIES: dict[str, Callable[[Session, int], None]] = {
+    "empty unit": _nothing,
+    "primary-key get": _get,
+    "insert": _insert,
+    "read-only unit": _get,
+}
+
+
+# -- timing and counting ---------------------------------------------------------------------
+
+
+def time_chunk(op: Op, calls: int, cpu: list[float] | None = None) -> float:
+    """Wall-clock nanoseconds per call of ``op`` over ``calls`` calls; the thread's CPU
+    nanoseconds per call are appended to ``cpu``."""
     gc.collect()
+    start_cpu = time.thread_time_ns()
     start = time.perf_counter_ns()
     for i in range(calls):
         op(i)
-    return (time.perf_counter_ns() - start) / calls
+    wall = (time.perf_counter_ns() - start) / calls
+    if cpu is not None:
+        cpu.append((time.thread_time_ns() - start_cpu) / calls)
+    return wall
 
 
-def calibrate(ops: dict[str, Op], seconds: float) -> int:
+def calibrate(ops: dict[str, Op], seconds: float, least: int = 20) -> int:
     """Calls per chunk so that an average contender's chunk lasts about ``seconds``."""
     for op in ops.values():  # warm up: pool connections, compiled-statement cache, imports
         for i in range(10):
             op(i)
-    per_call = median([time_chunk(op, 20) for op in ops.values()])
-    return max(20, int(seconds * 1e9 / per_call))
+    per_call = median([time_chunk(op, 10) for op in ops.values()])
+    return max(least, int(seconds * 1e9 / per_call))
 
 
-def compare(ops: dict[str, Op], rounds: int, seconds: float) -> dict[str, list[float]]:
-    """Nanoseconds per call of each contender, one sample per round, contenders alternating."""
-    calls = calibrate(ops, seconds)
+def compare(
+    ops: dict[str, Op],
+    rounds: int,
+    seconds: float,
+    least: int = 20,
+    cpu: dict[str, list[float]] | None = None,
+) -> dict[str, list[float]]:
+    """Nanoseconds per call of each contender, one sample per round, contenders alternating;
+    CPU nanoseconds of this thread per call go to ``cpu``, by contender."""
+    calls = calibrate(ops, seconds, least)
     names = list(ops)
     samples: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:
+        if cpu is not None:
+            cpu[name] = []
     for round_index in range(rounds):
         for name in rotated(names, round_index):
-            samples[name].append(time_chunk(ops[name], calls))
+            samples[name].append(time_chunk(ops[name], calls, None if cpu is None else cpu[name]))
     return samples
 
 
-def time_threaded(app: Flask, op: Op, threads: int, calls: int) -> float:
-    """Wall-clock nanoseconds per call with ``threads`` threads each making ``calls`` calls."""
-    barrier = threading.Barrier(threads + 1)
+def counted(ops: dict[str, Op], wire: Any) -> dict[str, dict[str, int]]:
+    """Python calls and round trips of one call of each contender (tests/test_costs.py)."""
+    from tests.test_costs import count_calls
 
-    def work() -> None:
-        with app.app_context():
-            barrier.wait()
-            for i in range(calls):
-                op(i)
-
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    gc.collect()
-    barrier.wait()
-    start = time.perf_counter_ns()
-    for worker in workers:
-        worker.join()
-    return (time.perf_counter_ns() - start) / (threads * calls)
-
-
-def compare_threaded(
-    app: Flask, ops: dict[str, Op], thread_counts: tuple[int, ...], rounds: int, seconds: float
-) -> dict[int, dict[str, list[float]]]:
-    calls = calibrate(ops, seconds)
-    names = list(ops)
-    samples = {t: {name: [] for name in names} for t in thread_counts}
-    for round_index in range(rounds):
-        for threads in thread_counts:
-            for name in rotated(names, round_index):
-                per_thread = max(10, calls // threads)
-                samples[threads][name].append(time_threaded(app, ops[name], threads, per_thread))
-    return samples
-
-
-def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
-    """Intercept, slope and R² of the least-squares line through the points."""
-    n = len(xs)
-    mean_x, mean_y = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mean_x) ** 2 for x in xs)
-    sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
-    slope = sxy / sxx
-    intercept = mean_y - slope * mean_x
-    total = sum((y - mean_y) ** 2 for y in ys)
-    residual = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys, strict=True))
-    return intercept, slope, 1 - residual / total if total else 1.0
-
-
-def profile_share(op: Op, calls: int) -> dict[str, Any]:
-    """Run ``op`` under cProfile; how much of the time is flask-uow's own code (self time)."""
-    for i in range(100):
-        op(i)
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for i in range(calls):
-        op(i)
-    profiler.disable()
-    stats = pstats.Stats(profiler)
-    entries: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    total = sum(tt for (_, _, tt, _, _) in entries.values())
-    own = [
-        (tt, f"{os.path.basename(file)}:{line} {name}", calls_)
-        for (file, line, name), (_, calls_, tt, _, _) in entries.items()
-        if file.startswith(PACKAGE_DIR)
-    ]
-    own_total = sum(tt for tt, _, _ in own)
-    top = sorted(own, reverse=True)[:8]
-    function_calls = sum(n for (_, n, _, _, _) in entries.values())
-    return {
-        "function_calls_per_unit": function_calls / calls,
-        "share": own_total / total if total else 0.0,
-        "total_seconds": total,
-        "top": [
-            {"function": where, "calls_per_unit": n / calls, "share": tt / total}
-            for tt, where, n in top
-        ],
-    }
+    out = {}
+    for name, op in ops.items():
+        out[name] = {
+            "calls": count_calls(lambda op=op: op(7), warmup=5, samples=3),  # type: ignore[misc]
+            "round_trips": wire.measure(lambda op=op: op(7)),  # type: ignore[misc]
+        }
+    return out
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -390,11 +428,9 @@ def backends(skip_postgresql: bool) -> Iterator[list[tuple[str, sa.URL]]]:
             yield [("SQLite file", sqlite), ("PostgreSQL", postgresql)]
 
 
-def _summary(samples: dict[str, list[float]]) -> dict[str, float]:
-    return {name: median(values) for name, values in samples.items()}
-
-
 def run(settings: Settings, *, skip_postgresql: bool = False, log: Callable[[str], None]) -> dict:
+    from tests.test_costs import wire
+
     started = time.monotonic()
     say = log
     log = lambda line: say(f"[{time.monotonic() - started:6.1f}s] {line}")  # noqa: E731
@@ -402,70 +438,57 @@ def run(settings: Settings, *, skip_postgresql: bool = False, log: Callable[[str
     with backends(skip_postgresql) as urls:
         for backend, url in urls:
             log(f"overhead: {backend}")
-            contenders = Contenders(url)
-            try:
-                results["backends"][backend] = _run_backend(contenders, settings, log)
-            finally:
-                contenders.close()
+            with wire() as counter:
+                contenders = Contenders(url)
+                gc.collect()
+                gc.freeze()  # what exists now is never garbage: keep collections short
+                try:
+                    results["backends"][backend] = _run_backend(contenders, settings, counter, log)
+                finally:
+                    gc.unfreeze()
+                    contenders.close()
     return results
 
 
-def _run_backend(c: Contenders, settings: Settings, log: Callable[[str], None]) -> dict:
-    out: dict[str, Any] = {}
-    basic = {}
-    for name, ops in c.basic().items():
-        log(f"  {name}")
-        basic[name] = compare(ops, settings.rounds, settings.chunk_seconds)
-        if name == "insert":
-            c.reset()
-    out["basic"] = basic
+def _run_backend(
+    c: Contenders, settings: Settings, counter: Any, log: Callable[[str], None]
+) -> dict:
+    out: dict[str, Any] = {"units": {}, "peers": {}}
+    for group in ("units", "peers"):
+        for name in OPERATIONS:
+            log(f"  {group}: {name}")
+            ops = getattr(c, group)(name)
+            cpu: dict[str, list[float]] = {}
+            out[group][name] = {
+                "samples": compare(
+                    ops, settings.rounds, settings.chunk_seconds, settings.min_calls, cpu
+                ),
+                "cpu": cpu,
+                "counts": counted(ops, counter),
+            }
+            if name == "insert":
+                c.reset()
 
+    if not settings.sweep_rounds:
+        return out
+    log("  nesting")
     depths = (1, 2, 4, 8)
     nesting: dict[str, dict[int, dict[str, list[float]]]] = {}
     for propagation in (Propagation.REQUIRED, Propagation.NESTED):
-        log(f"  nesting, {propagation.name}")
-        nesting[propagation.name] = {}
         ops_by_depth = {d: c.nesting(d, propagation) for d in depths}
-        calls = {d: calibrate(ops, settings.chunk_seconds) for d, ops in ops_by_depth.items()}
-        samples = {d: {name: [] for name in ops} for d, ops in ops_by_depth.items()}
-        for round_index in range(settings.sweep_rounds):  # depths and contenders interleaved
+        calls = {
+            d: calibrate(ops, settings.chunk_seconds, settings.min_calls)
+            for d, ops in ops_by_depth.items()
+        }
+        samples: dict[int, dict[str, list[float]]] = {
+            d: {name: [] for name in ops} for d, ops in ops_by_depth.items()
+        }
+        for round_index in range(settings.sweep_rounds):
             for depth in rotated(depths, round_index):
                 for name, op in rotated(list(ops_by_depth[depth].items()), round_index):
                     samples[depth][name].append(time_chunk(op, calls[depth]))
         nesting[propagation.name] = samples
     out["nesting"] = nesting
-
-    log("  threads")
-    out["threads"] = compare_threaded(
-        c.app,
-        {
-            **{k: v for k, v in c.basic()["primary-key get"].items() if k != UOW_PLAIN},
-            UOW_READ_ONLY: c.basic()[READ_ONLY_GET][UOW],
-        },
-        (1, 2, 4, 8),
-        settings.sweep_rounds,
-        settings.chunk_seconds,
-    )
-
-    log("  hooks")
-    counts = (0, 1, 10, 100)
-    hook_ops = {k: c.hooks(k) for k in counts}
-    calls_h = {k: calibrate(ops, settings.chunk_seconds) for k, ops in hook_ops.items()}
-    hook_samples = {k: {name: [] for name in ops} for k, ops in hook_ops.items()}
-    for round_index in range(settings.sweep_rounds):
-        for k in rotated(counts, round_index):
-            for name, op in rotated(list(hook_ops[k].items()), round_index):
-                hook_samples[k][name].append(time_chunk(op, calls_h[k]))
-    out["hooks"] = hook_samples
-
-    log("  profile")
-    basic_ops = c.basic()
-    out["profile"] = {
-        f"{name}, {contender}": profile_share(basic_ops[name][contender], settings.profile_units)
-        for name in ("empty unit", "primary-key get", READ_ONLY_GET)
-        for contender in (BARE, UOW, FSQLA, BARE_READ_ONLY)
-        if contender in basic_ops[name]
-    }
     return out
 
 
@@ -473,226 +496,156 @@ def _run_backend(c: Contenders, settings: Settings, log: Callable[[str], None]) 
 
 
 def _us(ns: float) -> str:
-    return f"{ns / 1000:.2f}"
+    return f"{ns / 1000:.1f}"
 
 
-def targets(results: dict) -> list[tuple[str, str, bool]]:
-    """(backend, what, met) for each of issue #2's targets."""
-    verdicts = []
+def _reference(samples: dict[str, list[float]]) -> str:
+    """The twin sending flask-uow's SQL: bare on the recipe engine on SQLite, else stock."""
+    return BARE_SQL if BARE_SQL in samples else BARE
+
+
+def targets(results: dict) -> list[tuple[str, str, str]]:
+    """(backend, target with its measured figure, verdict) for the unit targets."""
+    out = []
     for backend, data in results["backends"].items():
-        basic = {op: _summary(s) for op, s in data["basic"].items()}
-        empty = basic["empty unit"]
-        pk_samples = data["basic"]["primary-key get"]
-        r_bare = paired_ratio(pk_samples[UOW], pk_samples[BARE])
-        r_fsqla = paired_ratio(pk_samples[UOW], pk_samples[FSQLA])
-        verdicts.append(
-            (backend, f"primary-key unit <= 1.05x bare SQLAlchemy ({r_bare:.3f}x)", r_bare <= 1.05)
-        )
-        verdicts.append(
+        pk = data["units"]["primary-key get"]["samples"]
+        ref = _reference(pk)
+        interval = ratio_interval(pk[UOW], pk[ref])
+        out.append(
             (
                 backend,
-                f"primary-key unit faster than Flask-SQLAlchemy ({r_fsqla:.3f}x)",
-                r_fsqla < 1,
+                f"primary-key unit <= 1.05x {ref}: {fmt_interval(interval)}",
+                verdict_at_most(interval, 1.05),
             )
         )
-        verdicts.append(
+        cpu = data["units"]["primary-key get"].get("cpu")
+        if cpu:
+            interval = ratio_interval(cpu[UOW], cpu[ref])
+            out.append(
+                (
+                    backend,
+                    f"primary-key unit, client CPU time <= 1.05x {ref}: {fmt_interval(interval)}",
+                    verdict_at_most(interval, 1.05),
+                )
+            )
+        ro = data["units"]["read-only unit"]["samples"]
+        interval = ratio_interval(ro[UOW], ro[UOW_READ_WRITE])
+        out.append(
             (
                 backend,
-                f"empty unit under 5 us (Flask app: {_us(empty[UOW])} us, "
-                f"no app: {_us(empty[UOW_PLAIN])} us)",
-                empty[UOW] < 5000,
+                f"flask-uow read-only unit no slower than read-write: {fmt_interval(interval)}",
+                verdict_at_most(interval, 1.0),
             )
         )
-        levels = _per_level(data["nesting"]["REQUIRED"])
-        flat = levels[8] <= 1.25 * levels[2] + 100  # 0.1 us of slack for timer noise
-        verdicts.append(
-            (
-                backend,
-                f"joined-unit cost flat in depth ({_us(levels[2])} us per level at depth 2, "
-                f"{_us(levels[8])} us at depth 8)",
-                flat,
+    return out
+
+
+def _group_table(group: dict[str, Any], title: str, reference: str) -> str:
+    rows = []
+    for op, data in group.items():
+        samples, counts = data["samples"], data["counts"]
+        cpu = data.get("cpu") or {}
+        ref = _reference(samples) if reference == "twin" else reference
+        for name in samples:
+            rows.append(
+                [
+                    op if name == next(iter(samples)) else "",
+                    name,
+                    _us(median(samples[name])),
+                    str(counts[name]["calls"]),
+                    str(counts[name]["round_trips"]),
+                    "-"
+                    if name == ref
+                    else fmt_interval(ratio_interval(samples[name], samples[ref])),
+                    "-"
+                    if name == ref or name not in cpu
+                    else fmt_interval(ratio_interval(cpu[name], cpu[ref])),
+                ]
             )
-        )
-        threads = data["threads"]
-        one = paired_ratio(threads[1][UOW], threads[1][BARE])
-        eight = paired_ratio(threads[8][UOW], threads[8][BARE])
-        verdicts.append(
-            (
-                backend,
-                f"per-unit cost flat in threads (vs bare: {one:.2f}x at 1 thread, "
-                f"{eight:.2f}x at 8)",
-                eight <= one * 1.10,
-            )
-        )
-        _, slope, r2 = _hook_fit(data["hooks"], UOW)
-        verdicts.append((backend, f"linear in hooks (R^2 = {r2:.4f})", r2 >= 0.99))
-    return verdicts
-
-
-def _per_level(samples: dict[int, dict[str, list[float]]]) -> dict[int, float]:
-    """flask-uow's extra nanoseconds per level beyond the outermost unit, by depth."""
-    base = median(samples[1][UOW])
-    return {d: (median(s[UOW]) - base) / (d - 1) for d, s in samples.items() if d > 1}
-
-
-def _hook_fit(samples: dict[int, dict[str, list[float]]], name: str) -> tuple[float, float, float]:
-    counts = sorted(samples)
-    return linear_fit([float(k) for k in counts], [median(samples[k][name]) for k in counts])
-
-
-def comparison_table(title: str, rows: dict[str, dict[str, list[float]]]) -> str:
-    """Medians of every contender present, then flask-uow's paired ratio to each peer."""
-    names = [n for n in ORDER if any(n in samples for samples in rows.values())]
-    peers = [n for n in names if n not in (UOW, UOW_PLAIN, UOW_READ_ONLY)]
-    table = []
-    for label, samples in rows.items():
-        cells: list[str] = [label]
-        cells += [_us(median(samples[n])) if n in samples else "-" for n in names]
-        cells += [
-            fmt_ratio(paired_ratio(samples[UOW], samples[p])) if p in samples else "-"
-            for p in peers
-        ]
-        table.append(cells)
-    headers = [title, *names, *(f"flask-uow / {p}" for p in peers)]
-    return markdown_table(headers, table)
+    return markdown_table(
+        [
+            title,
+            "contender",
+            "median us per call",
+            "Python calls per call",
+            "round trips per call",
+            "time / reference [95% interval]",
+            "client CPU time / reference [95% interval]",
+        ],
+        rows,
+    )
 
 
 def markdown(results: dict) -> str:
-    parts: list[str] = []
+    parts: list[str] = ["What each operation does:", ""]
+    parts += [f"- **{op}**: {what}" for op, what in WORK.items()]
+    parts += [
+        "",
+        "*Client CPU time* is the measuring thread's CPU time (`time.thread_time_ns`): the "
+        "Python work of a call without the wait for the server. Where both sides send the "
+        "same statements it is the library's own cost, and it is far less disturbed by other "
+        "work on the machine than wall time.",
+        "",
+    ]
     for backend, data in results["backends"].items():
         parts.append(f"### {backend}\n")
-        basic = {op: v for op, v in data["basic"].items() if op != READ_ONLY_GET}
-        parts.append(comparison_table("operation (median us per call)", basic))
+        ref = BARE_SQL if backend.startswith("SQLite") else BARE
+        parts.append(
+            f"Units, one pushed app context for the run; reference: **{ref}**"
+            + (
+                " (pysqlite with SQLAlchemy's documented transaction recipe: the statements "
+                "flask-uow sends, and flask-uow's `synchronous = NORMAL`). *bare SQLAlchemy* "
+                "on stock pysqlite sends only the SELECT of a read, outside any transaction. "
+                "The file is in WAL mode for everyone (the mode is stored in the file); stock "
+                "engines keep SQLite's `synchronous = FULL`, a disk flush per commit, which "
+                "is most of their insert time."
+                if ref == BARE_SQL
+                else " on a stock engine."
+            )
+            + "\n"
+        )
+        parts.append(_group_table(data["units"], "unit", "twin"))
         parts.append("")
-
+        parts.append(
+            "Peers, each call in its own app context (pushed and popped as a request would); "
+            "reference: **flask-uow**. Each library on its own stock engine as its docs "
+            "configure it (on SQLite the extensions, like stock pysqlite, send a read's SELECT "
+            "with no transaction around it: compare the round trips).\n"
+        )
+        parts.append(_group_table(data["peers"], "operation", UOW))
+        parts.append("")
         rows = []
-        for propagation, by_depth in data["nesting"].items():
+        for propagation, by_depth in data.get("nesting", {}).items():
+            base = median(by_depth[1][UOW])
             for depth, samples in sorted(by_depth.items()):
-                m = _summary(samples)
-                base = median(by_depth[1][UOW])
-                per_level = "-" if depth == 1 else _us((m[UOW] - base) / (depth - 1))
+                m = median(samples[UOW])
                 rows.append(
                     [
                         f"{propagation}, depth {depth}",
-                        _us(m[BARE]),
-                        _us(m[UOW]),
-                        fmt_ratio(paired_ratio(samples[UOW], samples[BARE])),
-                        per_level,
+                        _us(median(samples[BARE])),
+                        _us(m),
+                        fmt_interval(ratio_interval(samples[UOW], samples[BARE])),
+                        "-" if depth == 1 else _us((m - base) / (depth - 1)),
                     ]
                 )
         parts.append(
-            markdown_table(
+            ""
+            if not rows
+            else markdown_table(
                 [
-                    "nesting (empty body; median us per outermost unit)",
+                    "nesting (empty body; us per outermost unit)",
                     "bare (session passed down / begin_nested)",
                     UOW,
-                    "flask-uow / bare",
+                    "flask-uow / bare [95% interval]",
                     "flask-uow us per extra level",
                 ],
                 rows,
             )
         )
         parts.append("")
-
-        threads = {
-            f"{n} thread{'s' if n > 1 else ''}": v for n, v in sorted(data["threads"].items())
-        }
-        parts.append(comparison_table("primary-key unit in threads (wall us per unit)", threads))
-        parts.append("")
-
-        rows = []
-        for k, samples in sorted(data["hooks"].items()):
-            m = _summary(samples)
-            rows.append(
-                [
-                    f"{k} on_commit hooks",
-                    _us(m[BARE]),
-                    _us(m[UOW]),
-                    fmt_ratio(paired_ratio(samples[UOW], samples[BARE])),
-                ]
-            )
-        _, uow_slope, uow_r2 = _hook_fit(data["hooks"], UOW)
-        _, bare_slope, bare_r2 = _hook_fit(data["hooks"], BARE)
-        rows.append(
-            [
-                "slope: us per hook (R^2)",
-                f"{_us(bare_slope)} ({bare_r2:.4f})",
-                f"{_us(uow_slope)} ({uow_r2:.4f})",
-                fmt_ratio(ratio(uow_slope, bare_slope)),
-            ]
-        )
-        parts.append(
-            markdown_table(
-                [
-                    "empty unit + hooks (median us per unit)",
-                    "bare + list of callbacks run by hand",
-                    UOW,
-                    "flask-uow / bare",
-                ],
-                rows,
-            )
-        )
-        parts.append("")
-
-        samples = data["basic"][READ_ONLY_GET]
-        m = _summary(samples)
-        has_pg = BARE_READ_ONLY in m
-        rows = [
-            [
-                "primary-key get",
-                _us(m[BARE]),
-                _us(m[BARE_READ_ONLY]) if has_pg else "-",
-                _us(m[UOW]),
-                _us(m[UOW_PLAIN]),
-                fmt_ratio(paired_ratio(samples[UOW], samples[BARE])),
-                fmt_ratio(paired_ratio(samples[UOW], samples[BARE_READ_ONLY])) if has_pg else "-",
-            ]
-        ]
-        parts.append(
-            markdown_table(
-                [
-                    "read-only unit (median us per call)",
-                    "bare SQLAlchemy (read-write)",
-                    "bare, postgresql_readonly=True",
-                    f"{UOW} read_only=True",
-                    f"{UOW_PLAIN} read_only=True",
-                    "flask-uow / bare",
-                    "flask-uow / bare read-only",
-                ],
-                rows,
-            )
-        )
-        parts.append("")
-
-        samples = data["basic"]["primary-key get"]
-        extra = paired_ratio(samples[UOW], samples[BARE]) - 1
-        rows = []
-        for what, prof in data["profile"].items():
-            top = ", ".join(f"`{t['function']}` {t['share']:.1%}" for t in prof["top"][:3])
-            share = f"{prof['share']:.1%}" if UOW in what.split(", ")[-1:] else "-"
-            rows.append([what, f"{prof['function_calls_per_unit']:.0f}", share, top or "-"])
-        parts.append(
-            markdown_table(
-                [
-                    "cProfile, per unit",
-                    "Python function calls",
-                    "self time in flask_uow",
-                    "largest flask_uow functions",
-                ],
-                rows,
-            )
-        )
-        parts.append(
-            f"\nTimed rather than profiled, a primary-key unit of flask-uow takes {extra:+.1%} "
-            "against bare SQLAlchemy doing the same work (cProfile inflates pure-Python code, "
-            "so its share is an upper bound; function calls are exact and noise-free).\n"
-        )
-
-    rows = [
-        (backend, what, "met" if met else "**missed**") for backend, what, met in targets(results)
-    ]
-    parts.append("### Targets (issue #2)\n")
-    parts.append(markdown_table(["backend", "target (measured)", "verdict"], rows))
+    rows = [list(t) for t in targets(results)]
+    parts.append("### Targets\n")
+    parts.append(markdown_table(["backend", "target: measured [95% interval]", "verdict"], rows))
     return "\n".join(parts) + "\n"
 
 

@@ -10,12 +10,16 @@ from ._common import median
 STYLES = {
     "flask-uow (ledger)": {"color": "#1b7837", "marker": "o"},
     "Flask-SQLAlchemy": {"color": "#2166ac", "marker": "s"},
+    "Flask-SQLAlchemy-Lite": {"color": "#5aae61", "marker": "D"},
+    "Advanced Alchemy": {"color": "#762a83", "marker": "v"},
     "bare SQLAlchemy": {"color": "#b2182b", "marker": "^"},
 }
 
 SHORT = {
     "flask-uow (ledger)": "flask-uow\n(ledger)",
     "Flask-SQLAlchemy": "Flask-\nSQLAlchemy",
+    "Flask-SQLAlchemy-Lite": "Flask-SQLA-\nLite",
+    "Advanced Alchemy": "Advanced\nAlchemy",
     "bare SQLAlchemy": "bare\nSQLAlchemy",
 }
 
@@ -31,6 +35,19 @@ def _pyplot() -> Any:
 
 def http_plots(results: dict[str, Any], out_dir: str, subtitle: str) -> dict[str, str]:
     """Write the plots into ``out_dir``; returns {what: file path}."""
+    written = {}
+    for backend, data in results["backends"].items():
+        slug = "sqlite" if backend.startswith("SQLite") else "postgresql"
+        for key, path in _backend_plots(
+            data, results, out_dir, f"{backend}; {subtitle}", slug
+        ).items():
+            written[f"{key} {slug}"] = path
+    return written
+
+
+def _backend_plots(
+    data: dict[str, Any], results: dict[str, Any], out_dir: str, subtitle: str, slug: str
+) -> dict[str, str]:
     plt = _pyplot()
     from matplotlib import ticker
 
@@ -38,11 +55,11 @@ def http_plots(results: dict[str, Any], out_dir: str, subtitle: str) -> dict[str
     written = {}
     rounds = results["settings"]["rounds"]
     for metric, label, filename, log_y in (
-        ("rps", "requests per second (median)", "http-throughput.png", False),
-        ("p99_ms", "p99 latency, ms (median, log scale)", "http-p99.png", True),
+        ("rps", "requests per second (median)", f"http-throughput-{slug}.png", False),
+        ("p99_ms", "p99 latency, ms (median, log scale)", f"http-p99-{slug}.png", True),
     ):
         fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), constrained_layout=True)
-        for ax, (endpoint, cells) in zip(axes.flat, results["hot"].items(), strict=False):
+        for ax, (endpoint, cells) in zip(axes.flat, data["hot"].items(), strict=False):
             clients = sorted(int(c) for c in cells)
             for name, style in STYLES.items():
                 values = [median([o[metric] for o in _cell(cells, c)[name]]) for c in clients]
@@ -71,7 +88,7 @@ def http_plots(results: dict[str, Any], out_dir: str, subtitle: str) -> dict[str
         plt.close(fig)
         written[metric] = path
 
-    hold = results.get("hold")
+    hold = data.get("hold", {}).get("POST /bench/hold/<id>")
     if hold:
         fig, axes = plt.subplots(1, 3, figsize=(13, 4.5), constrained_layout=True)
         names = list(STYLES)
@@ -102,11 +119,12 @@ def http_plots(results: dict[str, Any], out_dir: str, subtitle: str) -> dict[str
             ax.set_xticks(range(len(names)), [SHORT[n] for n in names])
             ax.grid(alpha=0.3, axis="y")
         fig.suptitle(
-            f"Read, wait 50 ms, write: pool size {results['hold_pool_size']}, "
+            "Read, wait 50 ms, write, one transaction throughout: "
+            f"pool size {results['hold_pool_size']}, "
             f"{results['hold_clients']} clients\n{subtitle}",
             fontsize=12,
         )
-        path = os.path.join(out_dir, "http-connection-hold.png")
+        path = os.path.join(out_dir, f"http-connection-hold-{slug}.png")
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written["hold"] = path

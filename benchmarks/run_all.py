@@ -1,7 +1,12 @@
 """Run every benchmark, then write BENCHMARKS.md and the plots (``make bench``).
 
     python benchmarks/run_all.py            # full run: BENCHMARKS.md and docs/img/*.png
-    python benchmarks/run_all.py --quick    # under 3 minutes: build/bench-quick/
+    python benchmarks/run_all.py --quick    # under 2 minutes: build/bench-quick/
+    python benchmarks/run_all.py --from-json build/bench/results.json [--force]
+
+A full run writes BENCHMARKS.md only if the machine was quiet: the 1-minute load average,
+read before and after, stayed under 1.5 x the usable cores (``--force`` writes it anyway;
+the raw results are always kept in build/bench/results.json).
 
 Needs PostgreSQL on 127.0.0.1 (``BENCH_POSTGRESQL_URL``, default
 ``postgresql+psycopg://postgres@127.0.0.1:5432/test``; scratch databases are created and
@@ -20,13 +25,24 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
-from benchmarks import http, overhead, plots  # noqa: E402
-from benchmarks._common import ROOT, machine, markdown_table  # noqa: E402
+from benchmarks import http, overhead, plots, sqlite_concurrency  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    LOAD_FACTOR,
+    MET,
+    MISSED,
+    ROOT,
+    TIE,
+    load_average,
+    machine,
+    markdown_table,
+    too_busy,
+)
 
 
 def log(line: str) -> None:
@@ -42,7 +58,24 @@ def main(argv: list[str] | None = None) -> int:
         "build/bench-quick); plots go to docs/img/ beside it, or img/ in --quick mode",
     )
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument(
+        "--http-rounds",
+        type=int,
+        help="rounds per HTTP cell (full run: 5, about 45 minutes for both backends)",
+    )
+    parser.add_argument("--http-sqlite", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument(
+        "--http-concurrency",
+        type=lambda text: tuple(int(c) for c in text.split(",")),
+        help="comma-separated wrk connection counts (full run: 1,8,32,64)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help=f"write BENCHMARKS.md even if the load average exceeded {LOAD_FACTOR} x cores",
+    )
     parser.add_argument(
         "--from-json",
         metavar="FILE",
@@ -62,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         with open(args.from_json, encoding="utf-8") as saved:
             results = _int_keys(json.load(saved))
-        return write_outputs(results, out, img, command)
+        return write_outputs(results, out, img, command, force=args.force or quick)
 
     started = time.monotonic()
     when = datetime.datetime.now(datetime.UTC)
@@ -71,21 +104,39 @@ def main(argv: list[str] | None = None) -> int:
         f"{command}: {about['cpu']}, {about['cores']} cores, "
         f"load {about['load average (1/5/15 min)']}"
     )
-    results: dict[str, Any] = {"machine": about, "quick": quick, "started": when.isoformat()}
+    results: dict[str, Any] = {
+        "machine": about,
+        "quick": quick,
+        "started": when.isoformat(),
+        "load_before": load_average(),
+    }
     if not args.skip_overhead:
         results["overhead"] = overhead.run(overhead.QUICK if quick else overhead.FULL, log=log)
+    if not args.skip_sqlite:
+        results["sqlite"] = sqlite_concurrency.run(
+            sqlite_concurrency.QUICK if quick else sqlite_concurrency.FULL, log=log
+        )
     if not args.skip_http:
-        results["http"] = http.run(http.QUICK if quick else http.FULL, log=log)
+        http_settings = http.QUICK if quick else http.FULL
+        if args.http_rounds:
+            http_settings = dataclasses.replace(
+                http_settings, rounds=args.http_rounds, hold_rounds=args.http_rounds
+            )
+        if args.http_sqlite is not None:
+            http_settings = dataclasses.replace(http_settings, sqlite=args.http_sqlite)
+        if args.http_concurrency:
+            http_settings = dataclasses.replace(http_settings, concurrency=args.http_concurrency)
+        results["http"] = http.run(http_settings, log=log)
     elapsed = time.monotonic() - started
     results["elapsed_seconds"] = elapsed
-    results["load_after"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    results["load_after"] = load_average()
 
     raw_path = os.path.join(raw, "results.json")
     with open(raw_path, "w", encoding="utf-8") as dump:
         json.dump(results, dump, indent=1, default=str)
 
     log(f"raw results in {raw_path}; total {elapsed:.0f} s")
-    return write_outputs(results, out, img, command)
+    return write_outputs(results, out, img, command, force=args.force or quick, raw=raw_path)
 
 
 def _int_keys(value: Any) -> Any:
@@ -97,8 +148,20 @@ def _int_keys(value: Any) -> Any:
     return value
 
 
-def write_outputs(results: dict[str, Any], out: str, img: str, command: str) -> int:
-    """BENCHMARKS.md in ``out`` and the plots in ``img``, from a run's results."""
+def write_outputs(
+    results: dict[str, Any], out: str, img: str, command: str, *, force: bool, raw: str = ""
+) -> int:
+    """BENCHMARKS.md in ``out`` and the plots in ``img``, from a run's results; refused when
+    the machine was busy, unless ``force``."""
+    busy = too_busy([tuple(results["load_before"]), tuple(results["load_after"])])
+    if busy and not force:
+        log(
+            f"NOT writing BENCHMARKS.md: {busy}, so the ratios would mostly measure the other "
+            "work. Run again on a quieter machine, or write it anyway with: "
+            f".venv/bin/python benchmarks/run_all.py --from-json {raw or 'FILE'} --force"
+        )
+        return 3
+    results["busy"] = busy
     about = results["machine"]
     images: dict[str, str] = {}
     if "http" in results:
@@ -112,171 +175,146 @@ def write_outputs(results: dict[str, Any], out: str, img: str, command: str) -> 
     return 0
 
 
+def _load(value: Any) -> str:
+    return " / ".join(f"{x:.2f}" for x in value)
+
+
 def render(results: dict[str, Any], images: dict[str, str], out: str, command: str) -> str:
     about = results["machine"]
     quick = results["quick"]
     parts = [
         "# Benchmarks",
         "",
-        f"Generated by `{command}` (`.venv/bin/python benchmarks/run_all.py"
-        f"{' --quick' if quick else ''}`) on {results['started'][:16].replace('T', ' ')} UTC, "
-        f"in {results['elapsed_seconds'] / 60:.1f} minutes."
+        f"Measured at flask-uow revision **{about['flask-uow revision']}**, generated by "
+        f"`{command}` (`.venv/bin/python benchmarks/run_all.py{' --quick' if quick else ''}`) on "
+        f"{results['started'][:16].replace('T', ' ')} UTC, in "
+        f"{results['elapsed_seconds'] / 60:.1f} minutes."
         + (
-            " **Quick mode: one short round per cell, for checking the harness only.**"
+            " **Quick mode: few short rounds per cell, for checking the harness only.**"
             if quick
             else ""
         ),
         "",
-        "Every comparison below ran side by side in one run on one machine that had other work "
-        "running: the contenders take turns round by round (each going first in turn), tables "
-        "give medians over rounds, and ratios are the median of the per-round ratios (each "
-        "round's pair ran seconds apart). Read the ratios; absolute numbers only describe this "
-        "machine at that moment.",
+        "Every comparison ran side by side in one run on one machine: contenders take turns "
+        "round by round (each going first in turn). A ratio is the median of the per-round "
+        "ratios, with a bootstrap 95% interval in brackets; a target counts as *met* or "
+        "*missed* only when the whole interval is on one side of it, otherwise it is a *tie "
+        "within noise*. Counted figures (Python calls, round trips) do not depend on load. "
+        f"Load average (1/5/15 min): {_load(results['load_before'])} before, "
+        f"{_load(results['load_after'])} after."
+        + (f" **Written with --force although {results['busy']}.**" if results.get("busy") else ""),
         "",
         "## Machine",
         "",
-        markdown_table(
-            ["", ""],
-            [
-                *((k, v) for k, v in about.items()),
-                ("load average after the run", results.get("load_after", "?")),
-            ],
-        ),
+        markdown_table(["", ""], list(about.items())),
         "",
     ]
     if "overhead" in results:
         ov = results["overhead"]
         settings = ov["settings"]
         parts += [
-            "## 1. What a unit of work costs (issue #2): `benchmarks/overhead.py`",
+            "## 1. What a unit of work costs: `benchmarks/overhead.py`",
             "",
-            f"`python -m benchmarks.overhead{' --quick' if quick else ''}`. One engine (one "
-            "pool) per backend shared by every contender, all inside one pushed Flask app "
-            "context; each round times a chunk of calls of each contender with "
-            f"`time.perf_counter_ns` (about {settings['chunk_seconds'] * 1000:.0f} ms of calls "
-            f"per chunk, {settings['rounds']} rounds; sweeps {settings['sweep_rounds']} "
-            "rounds). Contenders:",
-            "",
-            "- **bare SQLAlchemy**: `with Session(engine) as s, s.begin(): ...`",
-            "- **flask-uow**: `with db.unit_of_work(): db.session...`, the `Database` registered "
-            "with the Flask app (`init_app`) as in a real app",
-            "- **flask-uow, no Flask app**: the same with `Database(url)` used outside Flask",
-            "- **Flask-SQLAlchemy**: `db.session...; db.session.commit(); db.session.remove()`",
-            "- on SQLite, **bare SQLAlchemy, BEGIN IMMEDIATE**: bare with the write lock taken "
-            "up front, as flask-uow does for read-write units on SQLite; on PostgreSQL, **bare "
-            "SQLAlchemy, postgresql_readonly=True**: a read-only transaction done by hand",
-            "",
-            "Operations: an empty unit; a unit with one primary-key `session.get` (row "
-            "`i % 1000 + 1`); one insert-and-commit. Nesting: an outermost unit with depth - 1 "
-            "units inside it, each in its own function call (bare SQLAlchemy passes its session "
-            "down, or opens `begin_nested()` for NESTED). Threads: each thread runs primary-key "
-            "units, wall time divided by all units. Hooks: an empty unit registering k "
-            "`on_commit` callbacks (bare: a list of callbacks called after the block).",
+            f"`python -m benchmarks.overhead{' --quick' if quick else ''}`: "
+            f"{settings['rounds']} paired rounds of about {settings['chunk_seconds'] * 1000:.0f}"
+            " ms of calls per contender. Every contender on its own engine as its library's "
+            "docs configure it, all with `expire_on_commit=False` and a pool of 10.",
             "",
             overhead.markdown(ov),
+        ]
+    if "sqlite" in results:
+        parts += [
+            "## 2. SQLite under concurrency: `benchmarks/sqlite_concurrency.py`",
+            "",
+            f"`python -m benchmarks.sqlite_concurrency{' --quick' if quick else ''}`: 8 threads "
+            "of units reading one row by primary key while one thread updates rows, "
+            f"{results['sqlite']['settings']['seconds']} s per run, "
+            f"{results['sqlite']['settings']['rounds']} rounds, on flask-uow's engine (see "
+            "docs/sqlite.md).",
+            "",
+            sqlite_concurrency.markdown(results["sqlite"]),
         ]
     if "http" in results:
         ht = results["http"]
         settings = ht["settings"]
         rel = {k: os.path.relpath(v, out) for k, v in images.items()}
         parts += [
-            "## 2. HTTP (issue #5): `benchmarks/http.py`",
+            "## 3. HTTP: `benchmarks/http.py`",
             "",
             f"`python -m benchmarks.http{' --quick' if quick else ''}`. The contenders "
             "(`benchmarks/peers/`):",
             "",
             "- **flask-uow (ledger)**: the real ledger app (`ledger.app.create_app`), its views "
-            "and services untouched, plus a `bench` blueprint (`/bench/noop`, `/bench/hold`);",
-            "- **Flask-SQLAlchemy**: the same endpoints with `db.session` and `commit()` in the "
-            "view;",
-            "- **bare SQLAlchemy**: the same endpoints with a `Session` per request opened by "
-            "hand (`with sessions() as s:` to read, `with sessions.begin() as s:` to write).",
+            "and services untouched (reads in read-only units, a transfer in a read-write unit "
+            "with an `on_commit` notification), plus a `bench` blueprint;",
+            "- **Flask-SQLAlchemy**, **Flask-SQLAlchemy-Lite**, **Advanced Alchemy** "
+            '(`commit_mode="manual"`): the same endpoints written once against the request\'s '
+            "session (`peers/_session_views.py`), `commit()` in the view, the session closed "
+            "when the app context ends;",
+            "- **bare SQLAlchemy**: the same endpoints with `with sessionmaker.begin()` blocks: "
+            "reads on a read-only engine (`postgresql_readonly=True`; on SQLite a deferred "
+            "`BEGIN`), writes with `BEGIN IMMEDIATE` on SQLite as the ledger sends.",
             "",
-            "The twins use the ledger's models, request parsing, JSON shapes and error handlers, "
-            "and send the same SQL in the same order (a transfer locks both accounts with "
-            "`SELECT ... FOR UPDATE` in id order, checks the balance, updates both and inserts "
-            "the transfer), so that only transaction handling differs. One difference is the "
-            "ledger's own choice: it reads in `read_only=True` units.",
+            "All send the same SQL statements in the same order (a transfer locks both accounts "
+            "with `SELECT ... FOR UPDATE` in id order, checks, updates, inserts) and the same "
+            "notification after a transfer commits; the counted table shows each app's round "
+            "trips per request (on SQLite the extensions, on stock pysqlite, send a read's "
+            "SELECT with no transaction around it). Sessions have `expire_on_commit=False` "
+            "everywhere.",
             "",
             f"Each app runs under gunicorn `{ht['hot_gunicorn']}` on 127.0.0.1 with a pool of "
-            f"{ht['hot_pool_size']} connections per worker and no overflow (one per thread), "
-            "all three at once against one scratch PostgreSQL database seeded once with 1000 "
-            "customers (one account each, all with the same balance) and 10,000 transfers. "
-            f"wrk (`-t min(2, c) -c c -d {settings['seconds']}s`, random customer or account "
-            "ids, random transfer pairs) drives one app at a time: for each endpoint and "
-            f"concurrency, {settings['rounds']} round(s), each app first in turn; after every "
-            "run that wrote, the database is reset to the seed (extra transfers deleted, "
-            "balances restored, `VACUUM ANALYZE`). Each endpoint starts with a "
-            f"{settings['warmup_seconds']} s warm-up of every app at 64 connections. Errors "
-            "count socket errors, timeouts and non-2xx answers. wrk, gunicorn and PostgreSQL "
+            f"{ht['hot_pool_size']} connections per worker and no overflow, all at once against "
+            "one scratch database per backend seeded once with 1000 customers (one account "
+            "each) and 10,000 transfers. wrk (`-t min(2, c) -c c "
+            f"-d {settings['seconds']}s`, random ids) drives one app at a time: for each "
+            f"endpoint and concurrency {settings['rounds']} round(s), each app first in turn; "
+            "after every run that wrote, the database is reset. wrk, gunicorn and the database "
             "share the machine's cores.",
             "",
         ]
-        if "rps" in rel:
-            parts += [f"![Throughput by concurrency]({rel['rps']})", ""]
-        if "p99_ms" in rel:
-            parts += [f"![p99 latency by concurrency]({rel['p99_ms']})", ""]
+        for key, path in rel.items():
+            parts += [f"![{key}]({path})", ""]
         parts += [
-            "Connection hold: `POST /bench/hold/<id>` reads the account, sleeps 50 ms (a "
-            "simulated external call), then deposits 1 cent with `SELECT ... FOR UPDATE`. "
-            "flask-uow: the ledger's `get_account` (a read-only unit) and `deposit` (a "
-            "read-write unit), nothing open during the wait; Flask-SQLAlchemy: `db.session` "
-            "throughout, `commit()` at the end; bare SQLAlchemy: one `sessions.begin()` block "
-            f"throughout. Gunicorn `{ht['hold_gunicorn']}` (one process, so the pool of "
-            f"{ht['hold_pool_size']} is all the connections an app has), {ht['hold_clients']} "
-            f"wrk connections for {settings['hold_seconds']} s, {settings['hold_rounds']} "
-            "round(s). A thread samples `pg_stat_activity` for the app's connections (by "
-            "`application_name`) about every 10 ms: in use = `active` + `idle in transaction`.",
+            "Connection hold (PostgreSQL): `POST /bench/hold/<id>` reads the account, sleeps "
+            "50 ms (a simulated external call), then deposits 1 cent with `SELECT ... FOR "
+            "UPDATE`, **in one transaction in every app** (flask-uow: one unit around the "
+            "ledger's services, which join it). A second table, `POST /bench/hold-short/<id>`, "
+            "shows the structure flask-uow's services make natural: a read-only unit, nothing "
+            "open during the wait, a read-write unit, with bare SQLAlchemy written the same way. "
+            f"Gunicorn `{ht['hold_gunicorn']}`, {ht['hold_clients']} wrk connections for "
+            f"{settings['hold_seconds']} s, {settings['hold_rounds']} round(s); a thread samples "
+            "`pg_stat_activity` about every 10 ms.",
             "",
+            http.markdown(ht),
         ]
-        if "hold" in rel:
-            parts += [f"![Connection hold]({rel['hold']})", ""]
-        parts += [http.markdown(ht)]
     parts += closing_note(results)
     return "\n".join(parts) + "\n"
 
 
 def closing_note(results: dict[str, Any]) -> list[str]:
-    lines = ["## Closing note", ""]
-    missed = []
-    met = []
+    rows: list[tuple[str, str, str]] = []
     if "overhead" in results:
-        for backend, what, ok in overhead.targets(results["overhead"]):
-            (met if ok else missed).append(f"overhead, {backend}: {what}")
-    if "http" in results:
-        for where, what, ok in http.targets(results["http"]):
-            (met if ok else missed).append(f"HTTP, {where}: {what}")
-    lines.append(f"Targets met: {len(met)} of {len(met) + len(missed)}.")
+        rows += [(f"units, {b}", w, v) for b, w, v in overhead.targets(results["overhead"])]
+    if "sqlite" in results:
+        what, verdict = sqlite_concurrency.target(results["sqlite"])
+        rows.append(("SQLite file", what, verdict))
+    http_rows = http.targets(results["http"]) if "http" in results else []
+    lines = ["## Closing note: every target with its figure", ""]
+    lines.append(markdown_table(["where", "target: measured [95% interval]", "verdict"], rows))
     lines.append("")
-    if missed:
-        lines.append("Missed:")
+    if http_rows:
+        met = sum(1 for *_, v in http_rows if v == MET)
+        ties = sum(1 for *_, v in http_rows if v == TIE)
+        missed = [r for r in http_rows if r[2] == MISSED]
+        lines += [
+            f"HTTP: {len(http_rows)} comparisons; {met} met, {len(missed)} missed, {ties} ties "
+            "within noise (a tie counts as *at least equal*), "
+            f"{len(http_rows) - met - ties - len(missed)} without a verdict (too few rounds). "
+            "Missed:",
+            "",
+        ]
+        lines += [f"- {w}: {t}" for w, t, _ in missed] or ["- none"]
         lines.append("")
-        lines += [f"- {m}" for m in missed]
-        lines.append("")
-    lines += [
-        "What explains the gaps that recur from run to run (see the tables above):",
-        "",
-        "- **Read-only units on PostgreSQL pay one more round trip.** flask-uow makes a unit "
-        "read-only with `SET TRANSACTION READ ONLY` in a `begin` listener, sent after psycopg's "
-        "own `BEGIN`; bare SQLAlchemy with `postgresql_readonly=True` gets `BEGIN READ ONLY` "
-        "in one statement. The ledger reads in read-only units, so its GET endpoints send one "
-        "statement more than the twins and make about 10% more Python calls (table *per-request "
-        "cost, counted*); the table *read-only unit* in part 1 times it. `POST /transfers`, a "
-        "read-write unit, costs the same as its twins in calls and statements.",
-        "- **Read-write units on SQLite take the write lock up front** (`BEGIN IMMEDIATE`), so "
-        "a read in a read-write unit serialises with other writers: compare with the *bare "
-        "SQLAlchemy, BEGIN IMMEDIATE* column, and read in `read_only=True` units.",
-        "- **Idle in transaction, connection hold**: flask-uow holds no transaction during the "
-        "wait; what remains is the time between statements inside its two units (Python "
-        "work, and on a saturated single process the wait for the GIL), which every app has "
-        "on top of its own waiting.",
-        "- **Noise**: with other work on the machine (see the load averages above), per-round "
-        "ratios of one HTTP cell can range from 0.5x to 2x (the ranges in brackets); a median "
-        "whose range straddles the target is a tie, not a verdict. The counted per-request "
-        "costs do not depend on load: where the apps send the same statements and make the "
-        "same number of calls, a throughput gap is noise.",
-        "",
-    ]
     return lines
 
 

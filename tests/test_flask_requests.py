@@ -261,3 +261,27 @@ def test_sqlite_foreign_keys_follow_uow_sqlite_foreign_keys(
     with app.app_context(), db.unit_of_work(read_only=True):
         assert db.session.scalar(sa.text("PRAGMA foreign_keys")) == int(enforced)
     db.dispose()
+
+
+def test_requests_of_the_read_only_methods_run_in_read_only_units(
+    db: Database, backend_url: str
+) -> None:
+    app = Flask(__name__)
+    app.config.update(
+        UOW_DATABASE_URL=backend_url,
+        UOW_PER_REQUEST=True,
+        UOW_PER_REQUEST_READ_ONLY_METHODS=("get", "HEAD"),
+    )
+    db.init_app(app)
+
+    @app.route("/read-only", methods=["GET", "POST"])
+    def read_only() -> str:
+        assert db.current is not None
+        return str(db.current.read_only)
+
+    try:
+        client = app.test_client()
+        assert client.get("/read-only").text == "True"
+        assert client.post("/read-only").text == "False"
+    finally:
+        db.dispose()

@@ -20,11 +20,13 @@ def database_url() -> str:
 
 
 def engine_options() -> dict[str, Any]:
-    """Pool settings, identical for every app; ``application_name`` tells the apps apart in
-    ``pg_stat_activity``."""
-    return {
+    """Pool settings, identical for every app; on PostgreSQL ``application_name`` tells the
+    apps apart in ``pg_stat_activity``."""
+    options: dict[str, Any] = {
         "pool_size": int(os.environ.get("BENCH_POOL_SIZE", "8")),
         "max_overflow": 0,
         "pool_timeout": 30,
-        "connect_args": {"application_name": os.environ.get("BENCH_APP_NAME", "bench")},
     }
+    if database_url().startswith("postgresql"):
+        options["connect_args"] = {"application_name": os.environ.get("BENCH_APP_NAME", "bench")}
+    return options

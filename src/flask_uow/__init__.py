@@ -25,19 +25,24 @@ if TYPE_CHECKING:
         UnitOfWorkWarning,
     )
     from ._lifecycle import Outcome, UnitKind, UnitState
+    from ._model import Model
     from ._propagation import Propagation
     from ._retry import is_transient
     from ._session import SessionProxy, UnitSession
     from ._stats import UnitStats
     from ._unit import AsyncUnit, UnitOfWork
+    from .pagination import KeysetPage, Pagination
 
 _EXPORTS = {
     "AsyncUnit": "._unit",
     "AsyncUnitSession": "._aio",
     "CommitOutcomeUnknown": "._errors",
     "Database": "._database",
+    "KeysetPage": ".pagination",
+    "Model": "._model",
     "NoActiveUnitOfWork": "._errors",
     "Outcome": "._lifecycle",
+    "Pagination": ".pagination",
     "Propagation": "._propagation",
     "ReadOnlyViolation": "._errors",
     "SessionProxy": "._session",
@@ -57,8 +62,11 @@ __all__ = [
     "AsyncUnitSession",
     "CommitOutcomeUnknown",
     "Database",
+    "KeysetPage",
+    "Model",
     "NoActiveUnitOfWork",
     "Outcome",
+    "Pagination",
     "Propagation",
     "ReadOnlyViolation",
     "SessionProxy",

@@ -10,6 +10,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from ._engines import masked
+from ._replica_check import check_lines
 
 if TYPE_CHECKING:
     from ._database import Database
@@ -72,3 +73,5 @@ def check_command() -> None:
     click.echo(f"backend: {engine.dialect.name} ({engine.dialect.driver})")
     click.echo("server version: " + (".".join(str(part) for part in version) if version else "?"))
     click.echo(f"pool: {engine.pool.status()}")
+    for line in check_lines(db):
+        click.echo(line)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 import sqlalchemy as sa
@@ -16,6 +17,8 @@ from ._decorate import transactional_wrapper
 from ._engines import EngineVariants, create_engine, masked
 from ._errors import NoActiveUnitOfWork, UnitOfWorkError
 from ._propagation import Propagation
+from ._query import QueryHelpers
+from ._replicas import Replicas, make_token, parse_token
 from ._runtime import Runtime
 from ._session import SessionProxy, UnitSession
 from ._stats import UnitStats
@@ -36,7 +39,7 @@ _SESSION_PARAMETERS = frozenset(inspect.signature(Session).parameters) - {"bind"
 _RESERVED_SESSION_OPTIONS = frozenset({"bind", "binds", "autobegin", "join_transaction_mode"})
 
 
-class Database:
+class Database(QueryHelpers):
     """Engines plus units of work over them: the one object a project shares.
 
     ``Database(url)`` works in any script or worker; ``Database()`` plus ``init_app(app)``
@@ -55,6 +58,7 @@ class Database:
         metadata: sa.MetaData | None = None,
         sqlite_foreign_keys: bool = True,
         sqlite_wal: bool = True,
+        replicas: Sequence[str | URL] | Replicas | None = None,
         async_url: str | URL | None = None,
     ) -> None:
         self.url: URL | None = sa.make_url(url) if url is not None else None
@@ -84,6 +88,28 @@ class Database:
             self._default_async_engines,
         )
         self._proxy = SessionProxy(self.session_class, self._resolve_session)
+        if replicas is not None and not isinstance(replicas, Replicas):
+            replicas = Replicas(replicas, self.engine_options) if replicas else None
+        self._runtime.replicas = replicas
+
+    @property
+    def replicas(self) -> Replicas | None:
+        """Read replicas for read-only outermost units (see docs/replicas.md), or None."""
+        return self._runtime.replicas
+
+    @replicas.setter
+    def replicas(self, replicas: Replicas | None) -> None:
+        self._runtime.replicas = replicas
+
+    def causal_token(self) -> str:
+        """An opaque string standing for the writes this thread or task has committed.
+
+        Hand it to another process (a background job, a client) and open a unit there with
+        ``unit_of_work(read_only=True, after=token)``: it sees those writes, whichever
+        replica it runs on. Without replicas the token is valid and asks for nothing.
+        """
+        replicas = self._runtime.replicas
+        return replicas.token() if replicas is not None else make_token(None)
 
     def __repr__(self) -> str:
         where = masked(self.url) if self.url is not None else "no URL"
@@ -215,6 +241,8 @@ class Database:
         for variants in engines:
             assert variants is not None
             variants.engine.dispose()
+        if self._runtime.replicas is not None:
+            self._runtime.replicas.dispose()
 
     def _require_metadata(self, what: str) -> sa.MetaData:
         if self.metadata is None:
@@ -250,6 +278,7 @@ class Database:
         propagation: Propagation = Propagation.REQUIRED,
         read_only: bool = False,
         isolation_level: str | None = None,
+        after: str | None = None,
     ) -> UnitOfWork:
         """A new unit of work, to be used once in a ``with`` statement.
 
@@ -257,16 +286,21 @@ class Database:
         when it raises (any exception, re-raised unchanged), and always closes the session.
         ``propagation`` says what happens when a unit is already active (see
         ``Propagation``); ``read_only=True`` ends with ROLLBACK and refuses writes;
-        ``isolation_level`` applies to the transaction of an outermost unit.
+        ``isolation_level`` applies to the transaction of an outermost unit. ``after`` is a
+        token from ``causal_token()``: a read-only outermost unit then runs on a replica that
+        has replayed the writes it stands for, or on the primary.
         """
         caller = sys._getframe(1)
-        return UnitOfWork(
+        unit = UnitOfWork(
             self._runtime,
             propagation=propagation,
             read_only=read_only,
             isolation_level=isolation_level,
             origin=(caller.f_code, caller.f_lineno),
         )
+        if after is not None:
+            unit.after = parse_token(after)
+        return unit
 
     @overload
     def transactional(
@@ -394,8 +428,22 @@ class Database:
 
     @property
     def stats(self) -> UnitStats:
-        """Counters of outermost units: started, committed, read-only, rolled back, retried."""
-        return self._runtime.counters.snapshot()
+        """Counters of outermost units: started, committed, read-only, rolled back, retried.
+
+        With replicas, also how many read-only units ran on a replica, fell back to the
+        primary, or waited for a replica to catch up.
+        """
+        stats = self._runtime.counters.snapshot()
+        replicas = self._runtime.replicas
+        if replicas is None:
+            return stats
+        routed = replicas.stats
+        return dataclasses.replace(
+            stats,
+            replica_reads=routed.reads_on_replicas,
+            primary_fallbacks=routed.fallbacks_to_primary,
+            replica_waits=routed.waits,
+        )
 
 
 def check_session_options(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from ._pgbouncer import guard_prepared_statements
+
 READ_ONLY_OPTION = "flask_uow_read_only"
 """Execution option set on the engine variant used by read-only units."""
 
@@ -42,8 +44,8 @@ def create_engine(
     url: URL | str,
     options: Mapping[str, Any],
     *,
-    sqlite_foreign_keys: bool = True,
     sqlite_wal: bool = True,
+    sqlite_foreign_keys: bool = True,
     asynchronous: bool = False,
 ) -> sa.Engine:
     """Create an engine from ``url`` and ``options`` and prepare it for units of work.
@@ -51,10 +53,11 @@ def create_engine(
     With ``asynchronous``, ``url`` names an async driver and the engine returned is the
     sync face (``sync_engine``) of an ``AsyncEngine``: listeners and variants work on it.
 
-    SQLite gets foreign keys (unless ``sqlite_foreign_keys`` is False, for legacy schemas),
-    a busy timeout, working SAVEPOINTs and, for a database file, WAL journaling with
-    ``synchronous=NORMAL`` (unless ``sqlite_wal`` is False) so that readers never wait for
-    the writer; every dialect gets READ ONLY transactions for read-only units.
+    SQLite gets foreign keys (unless ``sqlite_foreign_keys`` is False, for a legacy schema
+    that breaks them), a busy timeout and working SAVEPOINTs; a SQLite file also gets
+    write-ahead logging and ``synchronous=NORMAL`` unless ``sqlite_wal=False`` (see
+    docs/sqlite.md). PostgreSQL and MariaDB engines stay stock: only the variants that
+    read-only units and isolation levels use get listeners (see :class:`EngineVariants`).
     """
     url = sa.make_url(url)
     options = dict(options)
@@ -68,68 +71,99 @@ def create_engine(
         engine = create_async_engine(url, **options).sync_engine
     else:
         engine = sa.create_engine(url, **options)
-    wal = sqlite_wal and url.get_backend_name() == "sqlite" and not _is_memory(url)
-    _prepare(engine, sqlite_foreign_keys=sqlite_foreign_keys, sqlite_wal=wal)
-    if wal:
-        _WAL_ENGINES.add(engine)
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        guard_prepared_statements(engine)  # behind PgBouncer, stop preparing statements
+    if engine.dialect.name == "sqlite":
+        wal = sqlite_wal and not _is_memory(engine)
+        if wal:
+            _WAL_ENGINES.add(engine)
+        connect = _sqlite_on_connect_wal if wal else _sqlite_on_connect
+        if not sqlite_foreign_keys:
+            connect = _sqlite_on_connect_wal_without_fk if wal else _sqlite_on_connect_without_fk
+        event.listen(engine, "connect", connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
     return engine
 
 
-def _is_memory(url: URL) -> bool:
-    database = url.database or ""
-    return database in ("", ":memory:") or "mode=memory" in database
+_WAL_ENGINES: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+"""SQLite engines whose connections journal in WAL mode."""
 
 
-def _prepare(engine: sa.Engine, *, sqlite_foreign_keys: bool, sqlite_wal: bool) -> None:
-    name = engine.dialect.name
-    if name == "sqlite":
-        pragmas = []
-        if sqlite_foreign_keys:
-            pragmas.append("PRAGMA foreign_keys = ON")
-        if sqlite_wal:
-            pragmas += ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL"]
-
-        def on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-            _sqlite_on_connect(dbapi_connection, pragmas)
-
-        event.listen(engine, "connect", on_connect)
-        event.listen(engine, "begin", _sqlite_on_begin)
-    elif name in ("mysql", "mariadb"):
-        event.listen(engine, "begin", _mysql_on_begin)
-    elif name == "postgresql":
-        if engine.dialect.driver == "psycopg":
-            event.listen(engine, "begin", _psycopg_on_begin)
-            event.listen(engine, "checkin", _psycopg_on_checkin)
-        else:
-            event.listen(engine, "begin", _postgresql_on_begin)
+def _is_memory(engine: sa.Engine) -> bool:
+    database = engine.url.database
+    return (
+        database in (None, "", ":memory:")
+        or database.startswith("file::memory:")
+        or engine.url.query.get("mode") == "memory"
+    )
 
 
-def _sqlite_on_connect(dbapi_connection: Any, pragmas: list[str]) -> None:
+def _sqlite_on_connect_without_fk(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     # pysqlite starts transactions late and behind SQLAlchemy's back, which breaks
     # SAVEPOINT; take over: no implicit BEGIN, ours is emitted in _sqlite_on_begin.
     dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
+
+
+def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    _sqlite_on_connect_without_fk(dbapi_connection, record)
+    dbapi_connection.execute("PRAGMA foreign_keys = ON").close()
+
+
+def _sqlite_on_connect_wal(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    _sqlite_on_connect(dbapi_connection, record)
+    _sqlite_wal(dbapi_connection)
+
+
+def _sqlite_on_connect_wal_without_fk(
+    dbapi_connection: Any, record: ConnectionPoolEntry
+) -> None:
+    _sqlite_on_connect_without_fk(dbapi_connection, record)
+    _sqlite_wal(dbapi_connection)
+
+
+def _sqlite_wal(dbapi_connection: Any) -> None:
+    # Write-ahead logging: readers never wait for the writer, nor the writer for readers.
+    # The mode is stored in the file, so this is a no-op after the first connection; a file
+    # that cannot switch (opened read-only, say) keeps the mode it has.
     try:
-        for pragma in pragmas:
-            cursor.execute(pragma)
-    finally:
-        cursor.close()
+        dbapi_connection.execute("PRAGMA journal_mode = WAL").close()
+    except dbapi_connection.OperationalError:
+        pass
+    # In WAL mode NORMAL is safe from corruption; a commit can be lost on power failure
+    # (not on a crash of the process) until the next checkpoint. See docs/sqlite.md.
+    dbapi_connection.execute("PRAGMA synchronous = NORMAL").close()
 
 
 def _sqlite_on_begin(connection: Connection) -> None:
-    # An isolation level set on a connection makes pysqlite manage transactions again;
-    # keep it out of the way before emitting our own BEGIN.
-    # (Only when set: through aiosqlite, setting it is a trip to the driver's thread.)
     dbapi_connection: Any = connection.connection.dbapi_connection
+    # An isolation level set on a connection makes pysqlite manage transactions again;
+    # keep it out of the way before emitting our own BEGIN (only when set: through
+    # aiosqlite, setting it is a trip to the driver's thread).
     if dbapi_connection.isolation_level is not None:
         dbapi_connection.isolation_level = None
     # A read-write unit takes the write lock up front, so two writers queue on the busy
-    # timeout instead of deadlocking when both try to upgrade a shared lock. Everything
-    # else (read-only units, plain engine connections) begins deferred.
-    if connection.get_execution_options().get(WRITE_LOCK_OPTION):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
-        connection.exec_driver_sql("BEGIN")
+    # timeout instead of deadlocking when both try to upgrade a shared lock (in WAL mode an
+    # upgrade from a stale snapshot fails at once, without waiting). Everything else
+    # (read-only units, plain engine connections) begins deferred.
+    immediate = connection.get_execution_options().get(WRITE_LOCK_OPTION)
+    statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+    # Straight to the driver: through SQLAlchemy's execution path this BEGIN would cost as
+    # much Python as a small query. So it does not reach before_cursor_execute listeners or
+    # the echo log (which shows "BEGIN (implicit)"); errors are wrapped as SQLAlchemy wraps
+    # them ("database is locked" is an sqlalchemy.exc.OperationalError).
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(statement)
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise sa.exc.DBAPIError.instance(
+            statement,
+            None,
+            error,
+            connection.dialect.loaded_dbapi.Error,
+            dialect=connection.dialect,
+        ) from error
+    finally:
+        cursor.close()
 
 
 def _transaction_modes(connection: Connection) -> list[str]:
@@ -143,72 +177,77 @@ def _transaction_modes(connection: Connection) -> list[str]:
     return modes
 
 
-def _mysql_on_begin(connection: Connection) -> None:
-    # SET TRANSACTION without SESSION applies to the next transaction only, which the
-    # unit's first statement starts; nothing needs resetting when the connection goes back.
-    modes = _transaction_modes(connection)
-    if modes:
-        connection.exec_driver_sql("SET TRANSACTION " + ", ".join(modes))
-
-
-def _postgresql_on_begin(connection: Connection) -> None:
-    # The driver sends BEGIN with this, the first statement of the transaction.
-    modes = _transaction_modes(connection)
-    if modes:
-        connection.exec_driver_sql("SET TRANSACTION " + ", ".join(modes))
+def _set_transaction(connection: Connection) -> None:
+    # MariaDB: SET TRANSACTION without SESSION applies to the next transaction only, which
+    # the unit's first statement starts; nothing needs resetting when the connection goes
+    # back. PostgreSQL drivers other than psycopg: the driver sends BEGIN with the first
+    # statement, which is this one. Only variant engines listen, so there are modes to set.
+    connection.exec_driver_sql("SET TRANSACTION " + ", ".join(_transaction_modes(connection)))
 
 
 def _psycopg_on_begin(connection: Connection) -> None:
     # psycopg 3 puts READ ONLY and the isolation level into the BEGIN it sends with the
-    # first statement: no extra round trip. Only what a unit changed is put back, so an
-    # engine-wide isolation_level keeps working. If the driver refuses (its connection is
-    # broken), fall back to SQL, which SQLAlchemy reports as a lost connection.
+    # first statement: no extra round trip. The values the connection had are kept in the
+    # pool entry and put back at checkin, so an engine-wide isolation_level keeps working.
+    # If the driver refuses (its connection is broken), fall back to SQL, which SQLAlchemy
+    # reports as a lost connection.
     options = connection.get_execution_options()
     read_only = bool(options.get(READ_ONLY_OPTION))
     level = options.get(ISOLATION_LEVEL_OPTION)
     fairy = connection.connection
-    info = fairy.info
-    if not read_only and level is None and _CHANGED not in info:
-        return
     # Read settings from psycopg's own connection; change them through the DBAPI
     # connection's set_*() methods, which SQLAlchemy's async adapter awaits.
     driver_connection: Any = fairy.driver_connection
     setter: Any = fairy.dbapi_connection
+    changed = fairy.info.setdefault(_CHANGED, {})
     try:
-        changed = info.setdefault(_CHANGED, {})
-        if read_only or "read_only" in changed:
+        if read_only:
             changed.setdefault("read_only", driver_connection.read_only)
-            setter.set_read_only(True if read_only else changed.pop("read_only"))
-        if level is not None or "isolation_level" in changed:
+            setter.set_read_only(True)
+        if level is not None:
             changed.setdefault("isolation_level", driver_connection.isolation_level)
-            setter.set_isolation_level(
-                _PSYCOPG_LEVELS[level] if level is not None else changed.pop("isolation_level")
-            )
-        if not changed:
-            del info[_CHANGED]
+            setter.set_isolation_level(_PSYCOPG_LEVELS[level])
     except Exception:
-        info.pop(_CHANGED, None)
-        _postgresql_on_begin(connection)
+        fairy.info.pop(_CHANGED, None)
+        _set_transaction(connection)
+
+
+def _psycopg_end_read_only(connection: Connection) -> None:
+    # psycopg forgets its prepared statements on every ROLLBACK (and sends DEALLOCATE ALL
+    # when it had some), so units ending in ROLLBACK never run prepared queries and wipe
+    # those of the read-write units sharing the pool. A READ ONLY transaction wrote
+    # nothing: end a healthy one with COMMIT instead, after which the driver's rollback,
+    # which SQLAlchemy calls next, has nothing to do. A failed transaction, or a failing
+    # COMMIT, is left to that rollback, which reports the error as SQLAlchemy does. (What a
+    # READ ONLY transaction may still change, a session-level SET or a temporary table,
+    # outlives the unit as after any COMMIT.)
+    driver_connection: Any = connection.connection.dbapi_connection
+    if driver_connection is None or driver_connection.info.transaction_status != _PG_INTRANS:
+        return
+    try:
+        driver_connection.commit()
+    except Exception:
+        pass
 
 
 def _psycopg_on_checkin(driver_connection: Any, record: ConnectionPoolEntry) -> None:
-    # Back in the pool: give the connection its own settings again, for whoever checks it
-    # out next without a unit (a raw DBAPI connection, say).
+    # Back in the pool: give the connection its own settings again, for the units that
+    # check it out next from the stock engine (which has no listeners to do it).
     changed = record.info.pop(_CHANGED, None)
     if not changed or driver_connection is None:
         return
     try:
         for attribute, value in changed.items():
-            getattr(driver_connection, f"set_{attribute}")(value)
+            getattr(driver_connection, f"set_{attribute}")(value)  # awaited by async adapters
     except Exception:
         record.invalidate()  # cannot be trusted with a unit's settings left on it
 
 
-_WAL_ENGINES: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
-"""SQLite engines whose connections journal in WAL mode."""
-
 _CHANGED = "flask_uow_changed"
 """Key in a pooled connection's ``info``: driver attributes a unit changed, with old values."""
+
+_PG_INTRANS = 2
+"""psycopg.pq.TransactionStatus.INTRANS: a transaction is open and has not failed."""
 
 _PSYCOPG_LEVELS = {
     "READ UNCOMMITTED": 1,
@@ -252,13 +291,14 @@ class EngineVariants:
         "_read_write",
         "_variants",
         "_lock",
+        "_checkin_listener",
     )
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         """True for SQLite, which has a single writer and no server connection."""
-        self.is_memory = self.is_sqlite and _is_memory(engine.url)
+        self.is_memory = self.is_sqlite and _is_memory(engine)
         """True for an in-memory SQLite database: one connection per thread."""
         self.wal = engine in _WAL_ENGINES
         """True for a SQLite database in WAL mode: a reader never blocks the writer."""
@@ -266,6 +306,7 @@ class EngineVariants:
         """True when a failed statement aborts the whole transaction (PostgreSQL)."""
         self._variants: dict[tuple[bool, str | None], sa.Engine] = {}
         self._lock = threading.Lock()
+        self._checkin_listener = False
         self._read_write = self._make(read_only=False, isolation_level=None)
 
     def for_unit(self, *, read_only: bool, isolation_level: str | None) -> sa.Engine:
@@ -293,4 +334,20 @@ class EngineVariants:
                 options["isolation_level"] = isolation_level  # a local PRAGMA, no round trip
             else:
                 options[ISOLATION_LEVEL_OPTION] = isolation_level
-        return self.engine.execution_options(**options) if options else self.engine
+        if not options:
+            return self.engine
+        variant = self.engine.execution_options(**options)
+        # Listeners go on the variant: they run only for its connections, so the default
+        # read-write path on PostgreSQL and MariaDB runs on the stock engine, with no
+        # per-statement event dispatch.
+        name = self.engine.dialect.name
+        if name == "postgresql" and self.engine.dialect.driver == "psycopg":
+            event.listen(variant, "begin", _psycopg_on_begin)
+            if read_only:
+                event.listen(variant, "rollback", _psycopg_end_read_only)
+            if not self._checkin_listener:
+                event.listen(self.engine, "checkin", _psycopg_on_checkin)  # pool-wide
+                self._checkin_listener = True
+        elif name in ("postgresql", "mysql", "mariadb"):
+            event.listen(variant, "begin", _set_transaction)
+        return variant

@@ -20,6 +20,7 @@ from flask.ctx import AppContext
 from flask.globals import _cv_app
 from flask.signals import request_started
 
+from . import _flask_replicas
 from ._engines import EngineVariants, create_engine
 from ._errors import UnitOfWorkError, UnitOfWorkWarning
 from ._flask_config import AppConfig, read_config
@@ -189,23 +190,26 @@ def register(db: Database, app: Flask) -> None:
     app.extensions[EXTENSION_KEY] = db
 
     if config.per_request:
-        _install_request_unit(db, app)
+        _install_request_unit(db, app, config.read_only_methods)
     _install_async_views(db, app)
     app.teardown_appcontext(lambda error: end_leaked_units(db))
     app.cli.add_command(uow_cli)
     app.shell_context_processor(lambda: {"db": db})
+    _flask_replicas.register(db, app)
+    _flask_replicas.register(db, app)
 
 
-def _install_request_unit(db: Database, app: Flask) -> None:
+def _install_request_unit(db: Database, app: Flask, read_only_methods: frozenset[str]) -> None:
     # request_started is sent before any before_request hook runs, whatever order the
     # hooks, blueprints and extensions were registered in.
     def begin(sender: Flask, **extra: Any) -> None:
-        origin = f"the per-request unit of {request.method} {request.path}"
+        method = request.method
+        origin = f"the per-request unit of {method} {request.path}"
         if _view_is_async(app):
             # The view runs in an event loop of its own: its unit is entered there.
-            setattr(g, _ASYNC_VIEW, origin)
+            setattr(g, _ASYNC_VIEW, (origin, method in read_only_methods))
             return
-        unit = UnitOfWork(db.runtime, origin=origin)
+        unit = UnitOfWork(db.runtime, read_only=method in read_only_methods, origin=origin)
         unit.__enter__()
         setattr(g, _REQUEST_UNIT, unit)
 
@@ -271,15 +275,18 @@ def _install_async_views(db: Database, app: Flask) -> None:
 
 
 def _async_view(
-    db: Database, view: Callable[..., Coroutine[Any, Any, Any]], origin: str | None
+    db: Database,
+    view: Callable[..., Coroutine[Any, Any, Any]],
+    request_unit: tuple[str, bool] | None,
 ) -> Callable[..., Coroutine[Any, Any, Any]]:
-    """Run an async view in its event loop: in the request's unit when ``origin`` names
-    one, and rolling back (with a warning) any async unit it leaves open.
+    """Run an async view in its event loop: in the request's unit when ``request_unit``
+    gives its origin and read-only flag, and rolling back (with a warning) any async unit
+    it leaves open.
 
     The request's unit commits when the response's status is below 400, and rolls back
     otherwise or when the view raises (the error then goes to the app's error handlers).
     """
-    if origin is None:
+    if request_unit is None:
 
         @functools.wraps(view)
         async def run_with_safety_net(*args: Any, **kwargs: Any) -> Any:
@@ -293,7 +300,8 @@ def _async_view(
 
     @functools.wraps(view)
     async def run_in_request_unit(*args: Any, **kwargs: Any) -> Response:
-        unit = UnitOfWork(db.runtime, origin=origin)
+        origin, read_only = request_unit
+        unit = UnitOfWork(db.runtime, read_only=read_only, origin=origin)
         async with unit:
             try:
                 response = current_app.make_response(await view(*args, **kwargs))
@@ -354,6 +362,8 @@ def end_leaked_units(db: Database) -> None:
 
     Outermost, joined and savepoint units alike: whatever they touched is rolled back.
     """
+    if not db.runtime.units.get():
+        return
     context: AppContext | None = _cv_app.get(None)
     leaked = [unit for unit in live_units(db.runtime) if unit.scope is context]
     for unit in reversed(leaked):

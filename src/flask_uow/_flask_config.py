@@ -27,8 +27,12 @@ KNOWN_KEYS = frozenset(
         "UOW_ENGINE_OPTIONS",
         "UOW_SESSION_OPTIONS",
         "UOW_PER_REQUEST",
+        "UOW_PER_REQUEST_READ_ONLY_METHODS",
         "UOW_SQLITE_FOREIGN_KEYS",
         "UOW_SQLITE_WAL",
+        "UOW_REPLICA_URLS",
+        "UOW_REPLICA_MAX_LAG",
+        "UOW_REPLICA_MAX_WAIT",
     }
 )
 """Every ``UOW_*`` config key flask-uow reads."""
@@ -49,6 +53,7 @@ class AppConfig:
     engine_options: dict[str, Any]
     session_options: dict[str, Any] | None
     per_request: bool
+    read_only_methods: frozenset[str]
     sqlite_foreign_keys: bool
     sqlite_wal: bool
 
@@ -106,6 +111,9 @@ def read_config(
         engine_options=engine_options,
         session_options=config.get("UOW_SESSION_OPTIONS") or None,
         per_request=bool(config.get("UOW_PER_REQUEST", False)),
+        read_only_methods=frozenset(
+            method.upper() for method in config.get("UOW_PER_REQUEST_READ_ONLY_METHODS", ())
+        ),
         sqlite_foreign_keys=bool(
             config.get("UOW_SQLITE_FOREIGN_KEYS", default_sqlite_foreign_keys)
         ),

@@ -87,7 +87,7 @@ def register(db: Database, app: Quart) -> None:
     app.extensions[EXTENSION_KEY] = db
 
     if config.per_request:
-        _install_request_unit(db, app)
+        _install_request_unit(db, app, config.read_only_methods)
 
     @app.teardown_appcontext
     async def end_leaked(error: BaseException | None) -> None:
@@ -112,11 +112,14 @@ def _cli() -> AppGroup:
     return group
 
 
-def _install_request_unit(db: Database, app: Quart) -> None:
+def _install_request_unit(db: Database, app: Quart, read_only_methods: frozenset[str]) -> None:
     # request_started is sent before any before_request hook runs, in the request's task.
     async def begin(sender: Quart, **extra: Any) -> None:
+        method = request.method
         unit = UnitOfWork(
-            db.runtime, origin=f"the per-request unit of {request.method} {request.path}"
+            db.runtime,
+            read_only=method in read_only_methods,
+            origin=f"the per-request unit of {method} {request.path}",
         )
         await unit.__aenter__()
         setattr(g, _REQUEST_UNIT, unit)

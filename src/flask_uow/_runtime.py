@@ -19,6 +19,7 @@ from ._stats import Counters
 if TYPE_CHECKING:
     from ._aio import AsyncUnitSession
     from ._engines import EngineVariants
+    from ._replicas import Replicas
     from ._session import UnitSession
     from ._unit import UnitOfWork
 
@@ -85,6 +86,7 @@ class Runtime:
         "scope",
         "isolation",
         "observers",
+        "replicas",
         "default_async_engines",
         "_async_session_class",
     )
@@ -116,6 +118,8 @@ class Runtime:
         """Set by ``flask_uow.testing.isolated()``: every thread sees it."""
         self.observers: tuple[UnitObserver, ...] = ()
         """Told of every unit's entry, end and retry; see ``observe()``."""
+        self.replicas: Replicas | None = None
+        """Read replicas for read-only outermost units (``Database(replicas=...)``)."""
         self.default_async_engines = default_async_engines
         """Async engines used when no integration provides any (``Database(url)``)."""
         self._async_session_class: type[AsyncUnitSession] | None = None

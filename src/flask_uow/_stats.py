@@ -30,6 +30,12 @@ class UnitStats:
     retried: int
     read_only: int = 0
     outcome_unknown: int = 0
+    replica_reads: int = 0
+    """Read-only units that ran on a read replica (see docs/replicas.md)."""
+    primary_fallbacks: int = 0
+    """Read-only units that ran on the primary because no replica was fresh enough."""
+    replica_waits: int = 0
+    """Read-only units that waited for a replica to replay their causal position."""
 
     @property
     def active(self) -> int:

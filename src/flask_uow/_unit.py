@@ -8,6 +8,7 @@ from threading import get_ident
 from types import CodeType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+import sqlalchemy as sa
 from sqlalchemy.orm import SessionTransaction
 
 from ._engines import normalize_isolation_level
@@ -98,6 +99,7 @@ class UnitOfWork:
         "_token",
         "_depth",
         "_invalidated_by",
+        "after",
         "_task",
         "_async_session",
     )
@@ -147,6 +149,8 @@ class UnitOfWork:
         self._token: Token[tuple[UnitOfWork, ...]] | None = None
         self._depth = 0
         self._invalidated_by: UnitOfWork | None = None
+        self.after: int | None = None
+        """The causal position a read-only outermost unit must see (``after=token``)."""
         self._task: object | None = None  # the asyncio task owning an async unit
         self._async_session: AsyncUnitSession | None = None
 
@@ -440,6 +444,8 @@ class UnitOfWork:
             else:
                 engines = runtime.async_engines()
             self._engines = engines
+            if runtime.replicas is not None and not self.read_only:
+                runtime.replicas.watch_primary(engines.engine)
             if stack and engines.is_sqlite:
                 self._refuse_sqlite_self_deadlock(stack, engines)
         elif (self._task is not None) != (isolation.async_connection is not None):
@@ -532,7 +538,16 @@ class UnitOfWork:
         elif self._task is None:
             engines = self._engines
             assert engines is not None
-            bind = engines.for_unit(read_only=self.read_only, isolation_level=self.isolation_level)
+            bind: sa.Engine | None = None
+            replicas = runtime.replicas
+            if self.read_only and replicas is not None:
+                bind = replicas.engine_for_read(
+                    self.after, isolation_level=self.isolation_level
+                ).engine
+            if bind is None:
+                bind = engines.for_unit(
+                    read_only=self.read_only, isolation_level=self.isolation_level
+                )
             session = runtime.session_class(bind=bind, **runtime.session_options)
         else:
             from ._aio import open_async_session
@@ -687,6 +702,9 @@ class UnitOfWork:
             raise
         self._close_quietly(session)
         self._finish(Outcome.COMMITTED)
+        replicas = self._runtime.replicas
+        if replicas is not None and self._engines is not None:
+            replicas.note_commit(self._engines.engine)  # the causal position, if it wrote
         if self._commit_hooks:
             run_hooks(self._commit_hooks, "on_commit")
 

@@ -248,14 +248,14 @@ def scratch_database(url: str | URL, name: str | None = None) -> Iterator[URL]:
     The tables are not created: that is ``Database.create_all()``'s or your migrations' job.
     """
     base = sa.make_url(url)
+    backend = base.get_backend_name()
+    if backend == "sqlite" and base.database in (None, "", ":memory:"):
+        yield base  # every connection gets an empty database of its own already
+        return
     name = name or f"{Path(base.database or 'flask_uow').stem}_{token_hex(4)}"
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):
         raise ValueError(f"scratch database names are letters, digits and _, got {name!r}")
-    backend = base.get_backend_name()
     if backend == "sqlite":
-        if base.database in (None, "", ":memory:"):
-            yield base
-            return
         folder = tempfile.mkdtemp(prefix="flask_uow_")
         try:
             yield base.set(database=str(Path(folder, f"{name}.db")))

@@ -2,7 +2,8 @@
 
 Domain errors get the status their meaning calls for; Werkzeug's HTTP errors (unknown route,
 wrong method, body too large) keep their status and headers, such as ``Allow`` on a 405; a
-database that is unreachable answers 503 with ``Retry-After``; anything else is logged with its
+database that is unreachable, or a COMMIT whose outcome is unknown, answers 503 with
+``Retry-After``; anything else is logged with its
 traceback and answered with a bare 500, never the traceback or SQL.
 """
 
@@ -12,7 +13,7 @@ from flask import Flask, Response, current_app, jsonify
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from flask_uow import is_transient
+from flask_uow import CommitOutcomeUnknown, is_transient
 
 from . import errors, schemas
 
@@ -81,6 +82,20 @@ def handle_operational_error(exc: OperationalError) -> Response:
     return response
 
 
+def handle_outcome_unknown(exc: CommitOutcomeUnknown) -> Response:
+    # The connection was lost while COMMIT was on its way: the transfer may or may not be
+    # stored. Retrying with the same Idempotency-Key is safe either way: a stored transfer
+    # is replayed, a lost one is made again.
+    current_app.logger.warning("commit outcome unknown: %s", type(exc.__cause__).__name__)
+    response = _error_response(
+        503,
+        "outcome_unknown",
+        "the database connection was lost while saving; retry with the same Idempotency-Key",
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def handle_unexpected_error(exc: Exception) -> Response:
     current_app.logger.error("unhandled error", exc_info=exc)
     return _error_response(500, "internal_error", "an unexpected error occurred")
@@ -91,4 +106,5 @@ def register(app: Flask) -> None:
     app.register_error_handler(errors.LedgerError, handle_ledger_error)
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(OperationalError, handle_operational_error)
+    app.register_error_handler(CommitOutcomeUnknown, handle_outcome_unknown)
     app.register_error_handler(Exception, handle_unexpected_error)

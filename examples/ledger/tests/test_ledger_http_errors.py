@@ -17,6 +17,7 @@ from werkzeug.serving import make_server
 from werkzeug.test import EnvironBuilder, TestResponse, run_wsgi_app
 from werkzeug.wrappers import Request
 
+from flask_uow import CommitOutcomeUnknown
 from ledger.database import db
 from ledger.testing import LedgerClient, error_code
 
@@ -219,3 +220,20 @@ def test_an_unexpected_error_is_a_json_500_without_traceback_or_sql(app: Flask) 
     assert error_code(response) == "internal_error"
     text = response.get_data(as_text=True)
     assert "no_such_table" not in text and "Traceback" not in text and "SELECT" not in text
+
+
+def test_a_commit_whose_outcome_is_unknown_answers_503_asking_to_retry_with_the_key(
+    app: Flask,
+) -> None:
+    def lost_during_commit() -> str:
+        lost = sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection"))
+        raise CommitOutcomeUnknown("the connection was lost during COMMIT") from lost
+
+    app.add_url_rule("/lost", view_func=lost_during_commit)
+
+    response = app.test_client().get("/lost")
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert error_code(response) == "outcome_unknown"
+    assert "Idempotency-Key" in response.get_json()["error"]["message"]

@@ -1,0 +1,33 @@
+"""Customers and accounts.
+
+Revision ID: 0001
+Revises:
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "customer",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("email", sa.String(200), nullable=False, unique=True),
+    )
+    op.create_table(
+        "account",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("balance", sa.Integer(), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("account")
+    op.drop_table("customer")
