@@ -444,7 +444,8 @@ class UnitOfWork:
             else:
                 engines = runtime.async_engines()
             self._engines = engines
-            if runtime.replicas is not None and not self.read_only:
+            # Replicas serve sync units; async units run on the primary (docs/async.md).
+            if runtime.replicas is not None and not self.read_only and self._task is None:
                 runtime.replicas.watch_primary(engines.engine)
             if stack and engines.is_sqlite:
                 self._refuse_sqlite_self_deadlock(stack, engines)
@@ -703,7 +704,7 @@ class UnitOfWork:
         self._close_quietly(session)
         self._finish(Outcome.COMMITTED)
         replicas = self._runtime.replicas
-        if replicas is not None and self._engines is not None:
+        if replicas is not None and self._engines is not None and self._task is None:
             replicas.note_commit(self._engines.engine)  # the causal position, if it wrote
         if self._commit_hooks:
             run_hooks(self._commit_hooks, "on_commit")
