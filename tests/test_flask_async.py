@@ -172,3 +172,25 @@ def test_async_services_work_in_async_views_without_per_request_units(
     assert app.test_client().post("/items/service").status_code == 200
     assert committed_names(observer) == ["service"]
     next(app_iterator, None)
+
+
+def test_an_async_unit_leaked_by_an_async_before_request_hook_is_rolled_back_in_its_loop(
+    db: Database, backend_url: str, observer: sa.Engine
+) -> None:
+    app_iterator = _app(db, backend_url, per_request=False)
+    app = next(app_iterator)
+
+    @app.before_request
+    async def leak() -> None:
+        await db.unit_of_work().__aenter__()  # never ended, outside any view
+        db.session.add(Item(name="leaked"))
+        await db.async_session.flush()
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    with pytest.warns(UnitOfWorkWarning, match="still open"):
+        assert app.test_client().get("/").status_code == 200
+    assert committed_names(observer) == []
+    next(app_iterator, None)

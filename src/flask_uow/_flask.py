@@ -267,8 +267,12 @@ def _install_async_views(db: Database, app: Flask) -> None:
     ensure_sync = app.ensure_sync
 
     def ensure_sync_with_units(func: Callable[..., Any]) -> Callable[..., Any]:
-        if inspect.iscoroutinefunction(func) and has_request_context() and _is_the_view(app, func):
-            return ensure_sync(_async_view(db, func, g.pop(_ASYNC_VIEW, None)))
+        if inspect.iscoroutinefunction(func) and has_request_context():
+            # The view may run in the request's unit; any coroutine (a view, an async
+            # before_request hook, an error handler) has its leaked units rolled back
+            # before its loop ends, while their connections can still be closed.
+            request_unit = g.pop(_ASYNC_VIEW, None) if _is_the_view(app, func) else None
+            return ensure_sync(_async_view(db, func, request_unit))
         return ensure_sync(func)
 
     app.ensure_sync = ensure_sync_with_units  # type: ignore[method-assign]
