@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import weakref
 from collections.abc import Mapping
@@ -106,7 +107,7 @@ def _sqlite_on_connect_without_fk(dbapi_connection: Any, record: ConnectionPoolE
 
 def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     _sqlite_on_connect_without_fk(dbapi_connection, record)
-    dbapi_connection.execute("PRAGMA foreign_keys = ON").close()
+    _pragma(dbapi_connection, "PRAGMA foreign_keys = ON")
 
 
 def _sqlite_on_connect_wal(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -126,12 +127,22 @@ def _sqlite_wal(dbapi_connection: Any) -> None:
     # The mode is stored in the file, so this is a no-op after the first connection; a file
     # that cannot switch (opened read-only, say) keeps the mode it has.
     try:
-        dbapi_connection.execute("PRAGMA journal_mode = WAL").close()
-    except dbapi_connection.OperationalError:
+        _pragma(dbapi_connection, "PRAGMA journal_mode = WAL")
+    except sqlite3.OperationalError:
         pass
     # In WAL mode NORMAL is safe from corruption; a commit can be lost on power failure
     # (not on a crash of the process) until the next checkpoint. See docs/sqlite.md.
-    dbapi_connection.execute("PRAGMA synchronous = NORMAL").close()
+    _pragma(dbapi_connection, "PRAGMA synchronous = NORMAL")
+
+
+def _pragma(dbapi_connection: Any, statement: str) -> None:
+    # Through a cursor, which SQLAlchemy's aiosqlite adapter awaits too (on SQLAlchemy 2.0
+    # its connection.execute() is aiosqlite's coroutine, which would leave it unfinished).
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(statement)
+    finally:
+        cursor.close()
 
 
 def _sqlite_on_begin(connection: Connection) -> None:
@@ -147,6 +158,11 @@ def _sqlite_on_begin(connection: Connection) -> None:
     # (read-only units, plain engine connections) begins deferred.
     immediate = connection.get_execution_options().get(WRITE_LOCK_OPTION)
     statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+    if connection.dialect.is_async:
+        # aiosqlite: SQLAlchemy 2.0's adapted cursor keeps the statement open after close(),
+        # and COMMIT then fails ("SQL statements in progress"); its own path closes it.
+        connection.exec_driver_sql(statement)
+        return
     # Straight to the driver: through SQLAlchemy's execution path this BEGIN would cost as
     # much Python as a small query. So it does not reach before_cursor_execute listeners or
     # the echo log (which shows "BEGIN (implicit)"); errors are wrapped as SQLAlchemy wraps
