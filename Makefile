@@ -31,7 +31,9 @@ typecheck: $(STAMP)
 # starts before pytest, because pytest imports the flask-uow plugin (an entry point) before
 # pytest-cov could start measuring, and the plugin's own lines would count as missed.
 pytest: $(STAMP)
-	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
+	rm -f .coverage .coverage.*
+	$(BIN)/coverage run -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/coverage combine --quiet
 	$(BIN)/coverage report
 
 # The release artefacts: build the sdist and wheel into dist/ and check their metadata.
@@ -67,7 +69,8 @@ $(STAMP20): pyproject.toml
 
 pytest-sqlalchemy20: $(STAMP20)
 	$(VENV20)/bin/python -c 'import sqlalchemy, sys; print("SQLAlchemy", sqlalchemy.__version__); sys.exit(not sqlalchemy.__version__.startswith("2.0."))'
-	$(VENV20)/bin/pytest tests --ignore=tests/reliability -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV20)/bin/pytest tests --ignore=tests/reliability -p no:cacheprovider -n 2 --dist loadgroup \
+		$(PYTEST_ARGS)
 
 # The core's tests in a virtualenv where Flask, Werkzeug and click are not installed: the core
 # must import and work without them. Tests that need Flask are left out: files named
@@ -91,7 +94,7 @@ pytest-no-flask: $(STAMPNF)
 	@! $(VENVNF)/bin/python -c 'import flask' 2>/dev/null
 	# SQLite only: the point is the missing Flask; the servers ran in the main run.
 	TEST_POSTGRESQL_URL= TEST_MARIADB_URL= $(VENVNF)/bin/pytest tests --ignore=tests/reliability \
-		--ignore-glob='tests/test_*flask*.py' \
+		--ignore-glob='tests/test_*flask*.py' --ignore=tests/test_docs.py \
 		-m 'not flask' -p no:cacheprovider -n 2 $(PYTEST_ARGS)
 
 clean:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -10,6 +13,31 @@ import sqlalchemy as sa
 from flask_uow import Database
 
 from .models import Base, Item
+
+FLASK_INSTALLED = importlib.util.find_spec("flask") is not None
+
+
+def pytest_ignore_collect(collection_path: Path) -> bool | None:
+    """In the Flask-less run (make pytest-no-flask), leave out modules that import Flask."""
+    if FLASK_INSTALLED:
+        return None
+    if collection_path.is_dir():
+        collection_path = collection_path / "conftest.py"
+    if collection_path.suffix != ".py" or not collection_path.exists():
+        return None
+    tree = ast.parse(collection_path.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in FLASKS:
+            return True
+        if isinstance(node, ast.Import) and any(
+            alias.name.split(".")[0] in FLASKS for alias in node.names
+        ):
+            return True
+    return None
+
+
+FLASKS = frozenset({"flask", "werkzeug", "factory"})
+"""Top-level packages that the Flask-less virtualenv lacks."""
 
 
 @pytest.fixture

@@ -6,11 +6,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import event
 
 from flask_uow import Database, Propagation, UnitOfWorkError
 
@@ -49,7 +47,8 @@ def _wait_until_inside_a_statement(thread_id: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         frame = sys._current_frames().get(thread_id)
-        if frame is not None and frame.f_code.co_name in ("do_execute", "do_execute_no_params"):
+        # flask-uow sends SQLite's BEGIN straight to the driver from its "begin" listener.
+        if frame is not None and frame.f_code.co_name == "_sqlite_on_begin":
             return
         time.sleep(0.001)  # poll interval
     raise AssertionError("the second writer never reached its BEGIN IMMEDIATE")
@@ -57,13 +56,8 @@ def _wait_until_inside_a_statement(thread_id: int) -> None:
 
 def test_a_second_writer_waits_for_the_first_instead_of_failing(sqlite_db: Database) -> None:
     first_has_written = threading.Event()
-    second_is_beginning = threading.Event()
     second_writer = threading.get_ident()
     errors: list[BaseException] = []
-
-    def note_begin(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement == "BEGIN IMMEDIATE" and threading.get_ident() == second_writer:
-            second_is_beginning.set()
 
     def first_writer() -> None:
         try:
@@ -72,12 +66,10 @@ def test_a_second_writer_waits_for_the_first_instead_of_failing(sqlite_db: Datab
                 sqlite_db.session.flush()
                 first_has_written.set()
                 # Commit only once the second writer is waiting for the write lock.
-                assert second_is_beginning.wait(10)
                 _wait_until_inside_a_statement(second_writer)
         except BaseException as error:  # pragma: no cover - reported below
             errors.append(error)
 
-    event.listen(sqlite_db.engine, "before_cursor_execute", note_begin)
     thread = threading.Thread(target=first_writer)
     thread.start()
     assert first_has_written.wait(10)
@@ -85,7 +77,6 @@ def test_a_second_writer_waits_for_the_first_instead_of_failing(sqlite_db: Datab
         count = sqlite_db.session.scalar(sa.select(sa.func.count()).select_from(Item))
         sqlite_db.session.add(Item(name="second"))
     thread.join(10)
-    event.remove(sqlite_db.engine, "before_cursor_execute", note_begin)
     assert errors == []
     assert count == 1
     sqlite_db.dispose()
