@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, current_app, g, has_request_context, request
 from flask.ctx import AppContext
-from flask.globals import _cv_app
+from flask.globals import _cv_app, _cv_request
 from flask.signals import request_started
 
 from . import _flask_replicas
@@ -202,10 +202,18 @@ def register(db: Database, app: Flask) -> None:
 def _install_request_unit(db: Database, app: Flask, read_only_methods: frozenset[str]) -> None:
     # request_started is sent before any before_request hook runs, whatever order the
     # hooks, blueprints and extensions were registered in.
+    async_views: dict[tuple[str | None, str], bool] = {}  # (endpoint, method): async view?
+
     def begin(sender: Flask, **extra: Any) -> None:
-        method = request.method
-        origin = f"the per-request unit of {method} {request.path}"
-        if _view_is_async(app):
+        current = _cv_request.get().request  # one lookup instead of a proxy per attribute
+        method = current.method
+        origin = f"the per-request unit of {method} {current.path}"
+        rule = current.url_rule
+        key = (rule.endpoint if rule is not None else None, method)
+        view_is_async = async_views.get(key)
+        if view_is_async is None:
+            view_is_async = async_views[key] = _view_is_async(app)
+        if view_is_async:
             # The view runs in an event loop of its own: its unit is entered there.
             setattr(g, _ASYNC_VIEW, (origin, method in read_only_methods))
             return
@@ -264,18 +272,20 @@ def _is_the_view(app: Flask, func: Callable[..., Any]) -> bool:
 def _install_async_views(db: Database, app: Flask) -> None:
     # Flask runs an async view in an event loop of its own (asgiref), in another thread:
     # its units must be entered, and leaked ones rolled back, in that loop.
-    ensure_sync = app.ensure_sync
+    # Flask's ensure_sync() hands coroutine functions to async_to_sync(): wrapping the latter
+    # costs sync views and hooks nothing.
+    async_to_sync = app.async_to_sync
 
-    def ensure_sync_with_units(func: Callable[..., Any]) -> Callable[..., Any]:
-        if inspect.iscoroutinefunction(func) and has_request_context():
+    def async_to_sync_with_units(func: Callable[..., Any]) -> Callable[..., Any]:
+        if has_request_context():
             # The view may run in the request's unit; any coroutine (a view, an async
             # before_request hook, an error handler) has its leaked units rolled back
             # before its loop ends, while their connections can still be closed.
             request_unit = g.pop(_ASYNC_VIEW, None) if _is_the_view(app, func) else None
-            return ensure_sync(_async_view(db, func, request_unit))
-        return ensure_sync(func)
+            return async_to_sync(_async_view(db, func, request_unit))
+        return async_to_sync(func)
 
-    app.ensure_sync = ensure_sync_with_units  # type: ignore[method-assign]
+    app.async_to_sync = async_to_sync_with_units  # type: ignore[method-assign]
 
 
 def _async_view(

@@ -326,9 +326,6 @@ class UnitOfWork:
 
     # -- entering ----------------------------------------------------------------------------
 
-    def __enter__(self) -> UnitOfWork:
-        return self._enter(None)
-
     async def __aenter__(self) -> AsyncUnit:
         """Enter as an async unit, owned by the running task; its session is an AsyncSession.
 
@@ -375,7 +372,8 @@ class UnitOfWork:
 
         await run_to_completion(self.abandon)
 
-    def _enter(self, task: object | None) -> UnitOfWork:
+    def _enter(self, task: object | None = None) -> UnitOfWork:
+        """Enter for ``task`` (an asyncio task), or for this thread when None (``with``)."""
         if self._state is not UnitState.NEW:
             raise UnitOfWorkError(
                 "A UnitOfWork can be entered only once; call db.unit_of_work() for a new one."
@@ -418,6 +416,8 @@ class UnitOfWork:
             for observer in runtime.observers:
                 observer.unit_entered(self)
         return self
+
+    __enter__ = _enter  # ``with``: no extra call on the sync hot path
 
     def _enter_without_unit(self, active: UnitOfWork | None) -> None:
         propagation = self.propagation
