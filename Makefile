@@ -79,7 +79,8 @@ pytest-sqlalchemy20: $(STAMP20)
 VENVNF := .venv-noflask
 STAMPNF := $(VENVNF)/.installed-stamp
 NO_FLASK_TEST_DEPS := "SQLAlchemy>=2.0.22,<2.2" "pytest>=8" "pytest-xdist>=3.5" \
-	"hypothesis>=6.100" "psycopg[binary]>=3.1" "PyMySQL>=1.1"
+	"hypothesis>=6.100" "psycopg[binary]>=3.1" "PyMySQL>=1.1" \
+	"greenlet>=3" "aiosqlite>=0.20" "aiomysql>=0.2" "anyio>=4.4"
 
 $(STAMPNF): pyproject.toml
 	$(PYTHON) -m venv $(VENVNF)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,5 +69,26 @@ def committed_names(observer: sa.Engine) -> list[str]:
 def checked_out(db: Database) -> int:
     """Connections of ``db.engine``'s pool that are checked out right now."""
     pool = db.engine.pool
+    assert isinstance(pool, sa.pool.QueuePool), f"expected a QueuePool, got {pool!r}"
+    return pool.checkedout()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio: SQLAlchemy's AsyncSession needs it."""
+    return "asyncio"
+
+
+@pytest.fixture
+async def adb(db: Database) -> AsyncIterator[Database]:
+    """``db`` for async units: its async engine is disposed (on the test's loop) afterwards."""
+    yield db
+    assert async_checked_out(db) == 0, "a test left an async connection checked out"
+    await db.dispose_async()
+
+
+def async_checked_out(db: Database) -> int:
+    """Connections of ``db.async_engine``'s pool that are checked out right now."""
+    pool = db.async_engine.sync_engine.pool
     assert isinstance(pool, sa.pool.QueuePool), f"expected a QueuePool, got {pool!r}"
     return pool.checkedout()

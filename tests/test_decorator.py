@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import assert_type
 
 import pytest
@@ -63,17 +63,17 @@ def test_methods_staticmethods_and_classmethods_run_in_a_unit(db: Database) -> N
     assert names == ["static-b", "static2-c", "svc-a", "svc-cls-d"]
 
 
-def test_generator_and_async_functions_are_refused_with_advice(db: Database) -> None:
+def test_generator_functions_sync_and_async_are_refused_with_advice(db: Database) -> None:
     def generate() -> Iterator[int]:
         yield 1
 
-    async def coroutine() -> None:
-        return None
+    async def generate_async() -> AsyncIterator[int]:
+        yield 1
 
     with pytest.raises(TypeError, match="inside the generator"):
         db.transactional(generate)
-    with pytest.raises(TypeError, match="synchronous"):
-        db.transactional(coroutine)
+    with pytest.raises(TypeError, match="'async with db.unit_of_work\\(\\):' inside the gen"):
+        db.transactional(generate_async)
 
 
 def test_types_of_decorated_functions_are_preserved(db: Database) -> None:

@@ -23,8 +23,11 @@ SOURCE = Path(flask_uow.__file__).parent
 FLASK_ONLY_PREFIXES = ("_flask", "_cli")
 """Modules named like these are the Flask layer: they may import Flask, click and Werkzeug."""
 
-OTHER_FLASK_ONLY_MODULES: frozenset[str] = frozenset({"debugtoolbar"})
-"""Flask-only modules whose names do not say so; add one here only with a reason."""
+OTHER_FLASK_ONLY_MODULES: frozenset[str] = frozenset({"_quart", "debugtoolbar"})
+"""Flask-only modules whose names do not say so; add one here only with a reason.
+
+``_quart``: Quart is built on Flask, and its integration reuses the Flask layer's.
+``debugtoolbar``: a panel for Flask-DebugToolbar."""
 
 FLASK_PACKAGES = ("flask", "werkzeug", "click")
 

@@ -151,9 +151,12 @@ def test_a_caught_statement_error_inside_nested_lets_the_outer_unit_commit(
 
 
 @contextmanager
-def connection_lost_during_commit(db: Database, backend_name: str) -> Iterator[None]:
-    """Lose the unit's connection after the flush, while COMMIT is on its way."""
-    engine = db.engine
+def connection_lost_during_commit(
+    db: Database, backend_name: str, engine: sa.Engine | None = None
+) -> Iterator[None]:
+    """Lose the unit's connection after the flush, while COMMIT is on its way (on ``engine``,
+    by default ``db.engine``; an async engine's ``sync_engine`` for async units)."""
+    engine = engine if engine is not None else db.engine
     if backend_name == "sqlite":
         dialect = engine.dialect
 
@@ -169,7 +172,7 @@ def connection_lost_during_commit(db: Database, backend_name: str) -> Iterator[N
         finally:
             dialect.do_commit = original  # type: ignore[method-assign]
         return
-    killer = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)
+    killer = sa.create_engine(db.engine.url, poolclass=sa.pool.NullPool)
 
     def kill_own_backend(connection: sa.Connection) -> None:
         if backend_name == "postgresql":

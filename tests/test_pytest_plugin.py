@@ -528,3 +528,49 @@ def test_in_memory_sqlite_database_is_isolated_too(
         """
     )
     pytester.runpytest().assert_outcomes(passed=3)
+
+
+ASYNC_TESTS = '''
+import pytest
+import sqlalchemy as sa
+
+from myapp.models import Note, db
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@db.transactional
+async def add_async(owner, text):
+    db.session.add(Note(owner=owner, text=text))
+
+
+async def test_commits_in_an_async_unit(isolated_db_async, request):
+    await add_async(request.node.name, "async")
+    async with db.unit_of_work(read_only=True):
+        texts = list(await db.async_session.scalars(sa.select(Note.text)))
+    assert sorted(texts) == ["async", "seed"]
+
+
+async def test_sees_nothing_of_the_other_test(isolated_db_async, request):
+    async with db.unit_of_work(read_only=True):
+        texts = list(await db.async_session.scalars(sa.select(Note.text)))
+    assert texts == ["seed"]
+'''
+
+
+def test_async_tests_get_isolated_db_async_and_leave_the_rows_unchanged(
+    pytester: pytest.Pytester, inner_url: str
+) -> None:
+    seed_table(inner_url)
+    pytester.makeini(INI)
+    pytester.mkpydir("myapp")
+    pytester.makepyfile(**{"myapp/models": MODELS})
+    pytester.makepyfile(test_async=ASYNC_TESTS)
+    result = pytester.runpytest_subprocess("-v")
+    result.assert_outcomes(passed=2)
+    assert committed_rows(inner_url) == SEED

@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._aio import AsyncUnitSession
     from ._database import Database
     from ._errors import (
         CommitOutcomeUnknown,
@@ -30,10 +31,12 @@ if TYPE_CHECKING:
     from ._retry import is_transient
     from ._session import SessionProxy, UnitSession
     from ._stats import UnitStats
-    from ._unit import UnitOfWork
+    from ._unit import AsyncUnit, UnitOfWork
     from .pagination import KeysetPage, Pagination
 
 _EXPORTS = {
+    "AsyncUnit": "._unit",
+    "AsyncUnitSession": "._aio",
     "CommitOutcomeUnknown": "._errors",
     "Database": "._database",
     "KeysetPage": ".pagination",
@@ -57,6 +60,8 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "AsyncUnit",
+    "AsyncUnitSession",
     "CommitOutcomeUnknown",
     "Database",
     "KeysetPage",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 import sqlalchemy as sa
@@ -19,9 +19,17 @@ uow_cli = AppGroup("uow", help="Manage the flask-uow database of this app.")
 
 
 def _database() -> Database:
+    from flask import has_app_context
+
     from ._flask import EXTENSION_KEY
 
-    db: Database = current_app.extensions[EXTENSION_KEY]
+    if has_app_context():
+        app: Any = current_app
+    else:  # a Quart app's command: Quart is imported, its app context is pushed
+        import quart
+
+        app = quart.current_app
+    db: Database = app.extensions[EXTENSION_KEY]
     return db
 
 

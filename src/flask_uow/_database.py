@@ -6,7 +6,7 @@ import dataclasses
 import inspect
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 import sqlalchemy as sa
@@ -27,6 +27,10 @@ from ._unit import UnitOfWork, current_unit, why_no_session
 
 if TYPE_CHECKING:
     from flask import Flask
+    from quart import Quart
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from ._aio import AsyncUnitSession
 
 P = ParamSpec("P")
 
@@ -59,9 +63,12 @@ class Database(QueryHelpers):
         statement_timeout: Seconds | None = None,
         lock_timeout: Seconds | None = None,
         warn_idle_ms: float | None = None,
+        async_url: str | URL | None = None,
     ) -> None:
         self.url: URL | None = sa.make_url(url) if url is not None else None
         """The URL used outside a Flask app context, or None when apps provide it."""
+        self.async_url: URL | None = sa.make_url(async_url) if async_url is not None else None
+        """The URL async units use; None derives it from ``url`` (see docs/async.md)."""
         self.engine_options: dict[str, Any] = dict(engine_options or {})
         """Keyword arguments for ``sqlalchemy.create_engine`` (apps add UOW_ENGINE_OPTIONS)."""
         self.metadata = metadata
@@ -75,12 +82,14 @@ class Database(QueryHelpers):
         )
         """The Session subclass of this Database's units: listen to it for their events."""
         self._default: EngineVariants | None = None
+        self._default_async: EngineVariants | None = None
         self._lock = threading.Lock()
         self._runtime = Runtime(
             f"flask_uow_units_{id(self):x}",
             self.session_class,
             check_session_options(session_options or {}),
             self._default_engines,
+            self._default_async_engines,
         )
         self._proxy = SessionProxy(self.session_class, self._resolve_session)
         if replicas is not None and not isinstance(replicas, Replicas):
@@ -195,6 +204,60 @@ class Database(QueryHelpers):
                 self._runtime.default = self._default
             return self._default
 
+    def _default_async_engines(self) -> EngineVariants:
+        default = self._default_async
+        if default is None:
+            default = self._create_default_async()
+        return default
+
+    def _create_default_async(self) -> EngineVariants:
+        from ._aio import AsyncEngineVariants, async_url
+
+        url = self.async_url
+        if url is None:
+            if self.url is None:
+                self._create_default()  # raises the error that says where URLs come from
+                raise AssertionError("unreachable")
+            url = async_url(self.url)
+        with self._lock:
+            if self._default_async is None:
+                engine = create_engine(
+                    url,
+                    self.engine_options,
+                    sqlite_foreign_keys=self.sqlite_foreign_keys,
+                    sqlite_wal=self.sqlite_wal,
+                    asynchronous=True,
+                )
+                self._default_async = AsyncEngineVariants(engine)
+            return self._default_async
+
+    @property
+    def async_engine(self) -> AsyncEngine:
+        """The AsyncEngine async units use (created on first use from ``async_url`` or ``url``)."""
+        from ._aio import AsyncEngineVariants
+
+        engines = self._runtime.async_engines()
+        assert isinstance(engines, AsyncEngineVariants)
+        return engines.async_engine
+
+    async def dispose_async(self) -> None:
+        """Close every pooled connection of every engine, async ones included.
+
+        ``dispose()`` closes the sync engines only: closing an async driver's connection
+        takes the event loop. Call this one at the end of an async program (or test).
+        """
+        from ._aio import AsyncEngineVariants
+
+        self.dispose()
+        engines = [self._default_async] if self._default_async is not None else []
+        integration = self._runtime.integration
+        created = getattr(integration, "created_async_engines", None)
+        if created is not None:
+            engines.extend(created())
+        for variants in engines:
+            assert isinstance(variants, AsyncEngineVariants)
+            await variants.async_engine.dispose()
+
     def create_all(self) -> None:
         """Create every table of ``metadata`` that does not exist yet (in its own transaction)."""
         self._require_metadata("create_all").create_all(self.engine)
@@ -230,16 +293,22 @@ class Database(QueryHelpers):
 
     # -- Flask -------------------------------------------------------------------------------
 
-    def init_app(self, app: Flask) -> None:
-        """Register this Database with a Flask app (see the Flask integration docs).
+    def init_app(self, app: Flask | Quart) -> None:
+        """Register this Database with a Flask or Quart app (see the Flask integration docs).
 
         Reads the ``UOW_*`` keys from ``app.config``, adds the ``flask uow`` commands and
         ``db`` to ``flask shell``, and rolls back any unit still open when an app context
         ends. With ``UOW_PER_REQUEST``, each request runs in one unit of work.
         """
+        quart = sys.modules.get("quart")
+        if quart is not None and isinstance(app, quart.Quart):
+            from ._quart import register as register_quart
+
+            register_quart(self, app)
+            return
         from ._flask import register
 
-        register(self, app)
+        register(self, cast("Flask", app))
 
     # -- units of work -----------------------------------------------------------------------
 
@@ -289,6 +358,11 @@ class Database(QueryHelpers):
         return unit
 
     @overload
+    def transactional(
+        self, func: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
     def transactional(self, func: Callable[P, R], /) -> Callable[P, R]: ...
 
     @overload
@@ -331,6 +405,8 @@ class Database(QueryHelpers):
         ``retry_lock_timeouts=True``; a statement timeout never is.
 
         Works on functions, methods and staticmethods, keeping name, docstring and type.
+        On an ``async def`` each call runs in an async unit (``async with``): its session
+        is an ``AsyncSession``, retries wait with ``asyncio.sleep``.
         """
         if retries < 0:
             raise ValueError(f"retries must be 0 or more, got {retries}")
@@ -374,6 +450,15 @@ class Database(QueryHelpers):
         if unit is not None:
             return unit.session
         return cast(UnitSession, self._proxy)
+
+    @property
+    def async_session(self) -> AsyncUnitSession:
+        """The AsyncSession of the innermost async unit of this task: ``db.session`` typed
+        for async code. Raises ``NoActiveUnitOfWork`` outside an async unit."""
+        unit = current_unit(self._runtime)
+        if unit is None:
+            raise NoActiveUnitOfWork(why_no_session(self._runtime))
+        return unit.async_session
 
     def _resolve_session(self) -> UnitSession:
         unit = current_unit(self._runtime)

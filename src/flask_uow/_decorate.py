@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from ._hooks import logger
@@ -23,6 +24,9 @@ R = TypeVar("R")
 
 sleep = time.sleep
 """How the retry loop waits; tests may replace it."""
+
+async_sleep = asyncio.sleep
+"""How the retry loop of an async function waits; tests may replace it."""
 
 
 def transactional_wrapper(
@@ -66,6 +70,8 @@ def transactional_wrapper(
         options["retry_lock_timeouts"] = retry_lock_timeouts
     # Build the options once: a bad propagation or isolation level fails at decoration time.
     UnitOfWork(runtime, **options)
+    if inspect.iscoroutinefunction(func):
+        return cast(Callable[P, R], _async_wrapper(runtime, func, options, retries))
 
     if retries == 0:
 
@@ -90,29 +96,74 @@ def transactional_wrapper(
                 if not unit.will_retry(error):
                     raise
                 attempt += 1
-                runtime.counters.count_retry()
-                for observer in runtime.observers:
-                    observer.unit_retrying(unit, error, attempt + 1)
-                delay = backoff_seconds(attempt)
-                logger.warning(
-                    "flask-uow: %s failed with a transient error (%s); retry %d of %d in %.3fs",
-                    getattr(func, "__qualname__", func),
-                    type(error).__name__,
-                    attempt,
-                    retries,
-                    delay,
-                )
-                sleep(delay)
+                sleep(_before_retry(runtime, func, unit, error, attempt, retries))
+
+    return run_with_retries
+
+
+def _before_retry(
+    runtime: Runtime,
+    func: object,
+    unit: UnitOfWork,
+    error: BaseException,
+    attempt: int,
+    retries: int,
+) -> float:
+    """Count, tell observers and log retry number ``attempt``; return how long to wait."""
+    runtime.counters.count_retry()
+    for observer in runtime.observers:
+        observer.unit_retrying(unit, error, attempt + 1)
+    delay = backoff_seconds(attempt)
+    logger.warning(
+        "flask-uow: %s failed with a transient error (%s); retry %d of %d in %.3fs",
+        getattr(func, "__qualname__", func),
+        type(error).__name__,
+        attempt,
+        retries,
+        delay,
+    )
+    return delay
+
+
+def _async_wrapper(
+    runtime: Runtime,
+    func: Callable[P, Awaitable[R]],
+    options: dict[str, Any],
+    retries: int,
+) -> Callable[P, Awaitable[R]]:
+    """Wrap the coroutine function ``func``: each call awaits it inside an async unit."""
+    if retries == 0:
+
+        @functools.wraps(func)
+        async def run_in_unit(*args: P.args, **kwargs: P.kwargs) -> R:
+            async with UnitOfWork(runtime, **options):
+                return await func(*args, **kwargs)
+
+        return run_in_unit
+
+    @functools.wraps(func)
+    async def run_with_retries(*args: P.args, **kwargs: P.kwargs) -> R:
+        attempt = 0
+        while True:
+            unit = UnitOfWork(runtime, retries_left=retries - attempt, **options)
+            try:
+                async with unit:
+                    return await func(*args, **kwargs)
+            except Exception as error:
+                if not unit.will_retry(error):
+                    raise
+                attempt += 1
+                await async_sleep(_before_retry(runtime, func, unit, error, attempt, retries))
 
     return run_with_retries
 
 
 def _refuse_unsupported(func: Callable[..., Any]) -> None:
-    if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+    if inspect.isasyncgenfunction(func):
         raise TypeError(
-            f"@db.transactional cannot wrap the async function {func.__qualname__}: "
-            "SQLAlchemy Sessions used by flask-uow are synchronous. Call a synchronous "
-            "service function from it instead."
+            f"@db.transactional cannot wrap the async generator function {func.__qualname__}: "
+            "the unit would end when the generator is created, before it runs. Open "
+            "'async with db.unit_of_work():' inside the generator, or return a list."
         )
     if inspect.isgeneratorfunction(func):
         raise TypeError(

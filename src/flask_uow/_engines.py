@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import weakref
 from collections.abc import Mapping
@@ -49,8 +50,12 @@ def create_engine(
     *,
     sqlite_wal: bool = True,
     sqlite_foreign_keys: bool = True,
+    asynchronous: bool = False,
 ) -> sa.Engine:
     """Create an engine from ``url`` and ``options`` and prepare it for units of work.
+
+    With ``asynchronous``, ``url`` names an async driver and the engine returned is the
+    sync face (``sync_engine``) of an ``AsyncEngine``: listeners and variants work on it.
 
     SQLite gets foreign keys (unless ``sqlite_foreign_keys`` is False, for a legacy schema
     that breaks them), a busy timeout and working SAVEPOINTs; a SQLite file also gets
@@ -64,7 +69,12 @@ def create_engine(
         connect_args = dict(options.pop("connect_args", {}))
         connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_SECONDS)
         options["connect_args"] = connect_args
-    engine = sa.create_engine(url, **options)
+    if asynchronous:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(url, **options).sync_engine
+    else:
+        engine = sa.create_engine(url, **options)
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
         guard_prepared_statements(engine)  # behind PgBouncer, stop preparing statements
     if engine.dialect.name == "sqlite":
@@ -100,7 +110,7 @@ def _sqlite_on_connect_without_fk(dbapi_connection: Any, record: ConnectionPoolE
 
 def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     _sqlite_on_connect_without_fk(dbapi_connection, record)
-    dbapi_connection.execute("PRAGMA foreign_keys = ON").close()
+    _pragma(dbapi_connection, "PRAGMA foreign_keys = ON")
 
 
 def _sqlite_on_connect_wal(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -120,25 +130,42 @@ def _sqlite_wal(dbapi_connection: Any) -> None:
     # The mode is stored in the file, so this is a no-op after the first connection; a file
     # that cannot switch (opened read-only, say) keeps the mode it has.
     try:
-        dbapi_connection.execute("PRAGMA journal_mode = WAL").close()
-    except dbapi_connection.OperationalError:
+        _pragma(dbapi_connection, "PRAGMA journal_mode = WAL")
+    except sqlite3.OperationalError:
         pass
     # In WAL mode NORMAL is safe from corruption; a commit can be lost on power failure
     # (not on a crash of the process) until the next checkpoint. See docs/sqlite.md.
-    dbapi_connection.execute("PRAGMA synchronous = NORMAL").close()
+    _pragma(dbapi_connection, "PRAGMA synchronous = NORMAL")
+
+
+def _pragma(dbapi_connection: Any, statement: str) -> None:
+    # Through a cursor, which SQLAlchemy's aiosqlite adapter awaits too (on SQLAlchemy 2.0
+    # its connection.execute() is aiosqlite's coroutine, which would leave it unfinished).
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(statement)
+    finally:
+        cursor.close()
 
 
 def _sqlite_on_begin(connection: Connection) -> None:
     dbapi_connection: Any = connection.connection.dbapi_connection
     # An isolation level set on a connection makes pysqlite manage transactions again;
-    # keep it out of the way before emitting our own BEGIN.
-    dbapi_connection.isolation_level = None
+    # keep it out of the way before emitting our own BEGIN (only when set: through
+    # aiosqlite, setting it is a trip to the driver's thread).
+    if dbapi_connection.isolation_level is not None:
+        dbapi_connection.isolation_level = None
     # A read-write unit takes the write lock up front, so two writers queue on the busy
     # timeout instead of deadlocking when both try to upgrade a shared lock (in WAL mode an
     # upgrade from a stale snapshot fails at once, without waiting). Everything else
     # (read-only units, plain engine connections) begins deferred.
     immediate = connection.get_execution_options().get(WRITE_LOCK_OPTION)
     statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+    if connection.dialect.is_async:
+        # aiosqlite: SQLAlchemy 2.0's adapted cursor keeps the statement open after close(),
+        # and COMMIT then fails ("SQL statements in progress"); its own path closes it.
+        connection.exec_driver_sql(statement)
+        return
     # Straight to the driver: through SQLAlchemy's execution path this BEGIN would cost as
     # much Python as a small query. So it does not reach before_cursor_execute listeners or
     # the echo log (which shows "BEGIN (implicit)"); errors are wrapped as SQLAlchemy wraps

@@ -5,15 +5,19 @@ This is a layer on top of the core: it imports the core, and the core never impo
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import threading
 import warnings
 import weakref
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, has_request_context, request
 from flask.ctx import AppContext
-from flask.globals import _cv_app
+from flask.globals import _cv_app, _cv_request
 from flask.signals import request_started
 
 from . import _flask_replicas
@@ -30,6 +34,11 @@ if TYPE_CHECKING:
 
 EXTENSION_KEY = "flask-uow"
 _REQUEST_UNIT = "_flask_uow_request_unit"
+_ASYNC_VIEW = "_flask_uow_async_view"
+
+_POOL_ONLY_OPTIONS = frozenset(
+    {"pool_size", "max_overflow", "pool_timeout", "pool_use_lifo", "poolclass", "pool"}
+)
 
 
 @dataclass(eq=False)
@@ -37,9 +46,49 @@ class AppState:
     """What one Flask app configured for a Database; the engine is made on first use."""
 
     config: AppConfig
+    pooled_async: bool = False
+    """Whether the async engine keeps a pool: only when every request of the app runs on
+    one event loop (Quart), not for Flask's async views (one loop per view)."""
     created: EngineVariants | None = None
     replicas: Replicas | None = None
+    async_created: EngineVariants | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def async_variants(self) -> EngineVariants:
+        """The app's async engine, made on first use.
+
+        Flask runs each ``async def`` view in an event loop of its own (asgiref), and an
+        async driver's connection belongs to the loop that opened it: this engine keeps no
+        pool (NullPool), each unit connects and disconnects.
+        """
+        created = self.async_created
+        if created is None:
+            from sqlalchemy.pool import NullPool
+
+            from ._aio import AsyncEngineVariants, async_url
+
+            with self.lock:
+                if self.async_created is None:
+                    config = self.config
+                    options = dict(config.engine_options)
+                    if not self.pooled_async:
+                        options = {
+                            key: value
+                            for key, value in options.items()
+                            if key not in _POOL_ONLY_OPTIONS
+                        }
+                        options["poolclass"] = NullPool
+                    self.async_created = AsyncEngineVariants(
+                        create_engine(
+                            config.async_url or async_url(config.url),
+                            options,
+                            sqlite_foreign_keys=config.sqlite_foreign_keys,
+                            sqlite_wal=config.sqlite_wal,
+                            asynchronous=True,
+                        )
+                    )
+                created = self.async_created
+        return created
 
     def variants(self) -> EngineVariants:
         created = self.created
@@ -92,6 +141,13 @@ class FlaskIntegration:
         state = self.state(context.app)
         return state.variants() if state is not None else None
 
+    def current_async_engines(self) -> EngineVariants | None:
+        context = _cv_app.get(None)
+        if context is None:
+            return None
+        state = self.state(context.app)
+        return state.async_variants() if state is not None else None
+
     def current_scope(self) -> object | None:
         return _cv_app.get(None)
 
@@ -109,6 +165,9 @@ class FlaskIntegration:
         for state in list(self.apps.values()):
             if state.replicas is not None:
                 state.replicas.dispose()
+
+    def created_async_engines(self) -> list[EngineVariants]:
+        return [state.async_created for state in list(self.apps.values()) if state.async_created]
 
 
 def register(db: Database, app: Flask) -> None:
@@ -150,6 +209,7 @@ def register(db: Database, app: Flask) -> None:
 
     if config.per_request:
         _install_request_unit(db, app, config.read_only_methods)
+    _install_async_views(db, app)
     app.teardown_appcontext(lambda error: end_leaked_units(db))
     app.cli.add_command(uow_cli)
     app.shell_context_processor(lambda: {"db": db})
@@ -176,13 +236,22 @@ def _apply_observability(db: Database, config: AppConfig) -> None:
 def _install_request_unit(db: Database, app: Flask, read_only_methods: frozenset[str]) -> None:
     # request_started is sent before any before_request hook runs, whatever order the
     # hooks, blueprints and extensions were registered in.
+    async_views: dict[tuple[str | None, str], bool] = {}  # (endpoint, method): async view?
+
     def begin(sender: Flask, **extra: Any) -> None:
-        method = request.method
-        unit = UnitOfWork(
-            db.runtime,
-            read_only=method in read_only_methods,
-            origin=f"the per-request unit of {method} {request.path}",
-        )
+        current = _cv_request.get().request  # one lookup instead of a proxy per attribute
+        method = current.method
+        origin = f"the per-request unit of {method} {current.path}"
+        rule = current.url_rule
+        key = (rule.endpoint if rule is not None else None, method)
+        view_is_async = async_views.get(key)
+        if view_is_async is None:
+            view_is_async = async_views[key] = _view_is_async(app)
+        if view_is_async:
+            # The view runs in an event loop of its own: its unit is entered there.
+            setattr(g, _ASYNC_VIEW, (origin, method in read_only_methods))
+            return
+        unit = UnitOfWork(db.runtime, read_only=method in read_only_methods, origin=origin)
         unit.__enter__()
         setattr(g, _REQUEST_UNIT, unit)
 
@@ -202,6 +271,102 @@ def _install_request_unit(db: Database, app: Flask, read_only_methods: frozenset
         return handle_user_exception(error)
 
     app.handle_user_exception = roll_back_then_handle  # type: ignore[method-assign,assignment]
+
+
+def _view_is_async(app: Flask) -> bool:
+    """True when the view this request goes to is a coroutine (function or method)."""
+    rule = request.url_rule
+    if rule is None or rule.endpoint is None:
+        return False
+    view = app.view_functions.get(rule.endpoint)
+    if view is None:
+        return False
+    if inspect.iscoroutinefunction(view):
+        return True
+    view_class = getattr(view, "view_class", None)
+    if view_class is None:
+        return False
+    handler = getattr(view_class, request.method.lower(), None)
+    if handler is None and request.method == "HEAD":
+        handler = getattr(view_class, "get", None)
+    return inspect.iscoroutinefunction(handler or view_class.dispatch_request)
+
+
+def _is_the_view(app: Flask, func: Callable[..., Any]) -> bool:
+    rule = request.url_rule
+    view = app.view_functions.get(rule.endpoint) if rule and rule.endpoint else None
+    if view is None:
+        return False
+    if func is view:
+        return True
+    view_class = getattr(view, "view_class", None)
+    return view_class is not None and isinstance(getattr(func, "__self__", None), view_class)
+
+
+def _install_async_views(db: Database, app: Flask) -> None:
+    # Flask runs an async view in an event loop of its own (asgiref), in another thread:
+    # its units must be entered, and leaked ones rolled back, in that loop.
+    # Flask's ensure_sync() hands coroutine functions to async_to_sync(): wrapping the latter
+    # costs sync views and hooks nothing.
+    async_to_sync = app.async_to_sync
+
+    def async_to_sync_with_units(func: Callable[..., Any]) -> Callable[..., Any]:
+        if has_request_context():
+            # The view may run in the request's unit; any coroutine (a view, an async
+            # before_request hook, an error handler) has its leaked units rolled back
+            # before its loop ends, while their connections can still be closed.
+            request_unit = g.pop(_ASYNC_VIEW, None) if _is_the_view(app, func) else None
+            return async_to_sync(_async_view(db, func, request_unit))
+        return async_to_sync(func)
+
+    app.async_to_sync = async_to_sync_with_units  # type: ignore[method-assign]
+
+
+def _async_view(
+    db: Database,
+    view: Callable[..., Coroutine[Any, Any, Any]],
+    request_unit: tuple[str, bool] | None,
+) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """Run an async view in its event loop: in the request's unit when ``request_unit``
+    gives its origin and read-only flag, and rolling back (with a warning) any async unit
+    it leaves open.
+
+    The request's unit commits when the response's status is below 400, and rolls back
+    otherwise or when the view raises (the error then goes to the app's error handlers).
+    """
+    if request_unit is None:
+
+        @functools.wraps(view)
+        async def run_with_safety_net(*args: Any, **kwargs: Any) -> Any:
+            depth = len(live_units(db.runtime))
+            try:
+                return await view(*args, **kwargs)
+            finally:
+                await _abandon_async(live_units(db.runtime)[depth:])
+
+        return run_with_safety_net
+
+    @functools.wraps(view)
+    async def run_in_request_unit(*args: Any, **kwargs: Any) -> Response:
+        origin, read_only = request_unit
+        unit = UnitOfWork(db.runtime, read_only=read_only, origin=origin)
+        async with unit:
+            try:
+                response = current_app.make_response(await view(*args, **kwargs))
+            finally:
+                await _abandon_async(_units_above(db, unit))
+            if response.status_code >= 400:
+                unit.set_rollback()
+        return response
+
+    return run_in_request_unit
+
+
+async def _abandon_async(leaked: list[UnitOfWork]) -> None:
+    for unit in reversed(leaked):
+        if unit.state is UnitState.ACTIVE:
+            await unit.abandon_async()
+            _warn_leaked(unit)  # after rolling back: a warnings filter may raise
 
 
 def _end_request_unit(db: Database, response: Response) -> Response:
@@ -251,6 +416,11 @@ def end_leaked_units(db: Database) -> None:
     leaked = [unit for unit in live_units(db.runtime) if unit.scope is context]
     for unit in reversed(leaked):
         if unit.state is not UnitState.ACTIVE:
+            continue
+        if unit.is_async:
+            # Its event loop (asgiref's, one per view) has ended: roll back on a new one.
+            asyncio.run(unit.abandon_async())
+            _warn_leaked(unit)
             continue
         _warn_leaked(unit)
         unit.abandon()

@@ -23,6 +23,7 @@ from ._errors import UnitOfWorkError, UnitOfWorkWarning
 KNOWN_KEYS = frozenset(
     {
         "UOW_DATABASE_URL",
+        "UOW_ASYNC_DATABASE_URL",
         "UOW_ENGINE_OPTIONS",
         "UOW_SESSION_OPTIONS",
         "UOW_PER_REQUEST",
@@ -52,6 +53,7 @@ class AppConfig:
     """What one app configured, read once at ``init_app``."""
 
     url: URL
+    async_url: URL | None
     engine_options: dict[str, Any]
     session_options: dict[str, Any] | None
     per_request: bool
@@ -110,6 +112,11 @@ def read_config(
         )
     return AppConfig(
         url=resolve_sqlite_path(url, instance_path),
+        async_url=(
+            resolve_sqlite_path(sa.make_url(config["UOW_ASYNC_DATABASE_URL"]), instance_path)
+            if config.get("UOW_ASYNC_DATABASE_URL")
+            else None
+        ),
         engine_options=engine_options,
         session_options=config.get("UOW_SESSION_OPTIONS") or None,
         per_request=bool(config.get("UOW_PER_REQUEST", False)),

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from ._stats import Counters
 
 if TYPE_CHECKING:
+    from ._aio import AsyncUnitSession
     from ._engines import EngineVariants
     from ._replicas import Replicas
     from ._session import UnitSession
@@ -30,6 +31,9 @@ class Isolation:
 
     connection: Connection
     thread: int
+    async_connection: Any = None
+    """The AsyncConnection of ``isolated_async()`` (whose sync face is ``connection``): async
+    units run on it, sync units are refused; None for ``isolated()``, the other way round."""
 
 
 class Integration(Protocol):
@@ -49,6 +53,13 @@ class Integration(Protocol):
 
     def dispose(self) -> None:
         """Close what the integration created beyond engines (replicas' pools)."""
+
+
+class AsyncIntegration(Integration, Protocol):
+    """An integration that also serves async units (optional: Runtime checks for it)."""
+
+    def current_async_engines(self) -> EngineVariants | None:
+        """The async engines of the current app, or None to use the Database's own."""
 
 
 class UnitObserver(Protocol):
@@ -84,6 +95,8 @@ class Runtime:
         "observers",
         "replicas",
         "default_timeouts",
+        "default_async_engines",
+        "_async_session_class",
     )
 
     def __init__(
@@ -92,6 +105,7 @@ class Runtime:
         session_class: type[UnitSession],
         session_options: dict[str, Any],
         default_engines: Callable[[], EngineVariants],
+        default_async_engines: Callable[[], EngineVariants] | None = None,
     ) -> None:
         self.units: ContextVar[tuple[UnitOfWork, ...]] = ContextVar(name, default=())
         """The units entered in this context, innermost last; ended ones are ignored."""
@@ -116,6 +130,18 @@ class Runtime:
         """Read replicas for read-only outermost units (``Database(replicas=...)``)."""
         self.default_timeouts: Timeouts | None = None
         """Statement and lock timeouts of units that set none (``Database(lock_timeout=)``)."""
+        self.default_async_engines = default_async_engines
+        """Async engines used when no integration provides any (``Database(url)``)."""
+        self._async_session_class: type[AsyncUnitSession] | None = None
+
+    def async_session_class(self) -> type[AsyncUnitSession]:
+        """The AsyncSession subclass of async units, whose sync sessions are ``session_class``."""
+        found = self._async_session_class
+        if found is None:
+            from ._aio import async_session_class
+
+            found = self._async_session_class = async_session_class(self.session_class)
+        return found
 
     def observe(self, observer: UnitObserver) -> None:
         """Tell ``observer`` about every unit of this Database from now on."""
@@ -133,6 +159,19 @@ class Runtime:
             if engines is not None:
                 return engines
         return self.default_engines()
+
+    def async_engines(self) -> EngineVariants:
+        """The async engines a new outermost async unit runs on (created on first use)."""
+        integration = self.integration
+        if integration is not None:
+            current = getattr(integration, "current_async_engines", None)
+            if current is not None:
+                engines: EngineVariants | None = current()
+                if engines is not None:
+                    return engines
+        if self.default_async_engines is None:
+            raise RuntimeError("This Database serves no async units.")
+        return self.default_async_engines()
 
     def attach(self, integration: Integration) -> None:
         """Let ``integration`` provide engines and scopes to this Database's units."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import Token
 from threading import get_ident
 from types import CodeType, TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import SessionTransaction
@@ -36,6 +37,7 @@ from ._timeouts import Seconds, Timeouts, engine_with
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
+    from ._aio import AsyncUnitSession
     from ._engines import EngineVariants
     from ._replicas import Replicas
     from ._runtime import Runtime
@@ -106,6 +108,8 @@ class UnitOfWork:
         "after",
         "_asked",
         "_timeouts",
+        "_task",
+        "_async_session",
     )
 
     def __init__(
@@ -168,6 +172,8 @@ class UnitOfWork:
         self._replicas: Replicas | None = None
         self.after: int | None = None
         """The causal position a read-only outermost unit must see (``after=token``)."""
+        self._task: object | None = None  # the asyncio task owning an async unit
+        self._async_session: AsyncUnitSession | None = None
 
     def __repr__(self) -> str:
         kind = self._kind.value if self._kind else "not entered"
@@ -193,10 +199,42 @@ class UnitOfWork:
             )
         if self._kind is UnitKind.NONE:
             raise NoActiveUnitOfWork(self._no_transaction_message())
+        if root._task is not None:
+            return cast(UnitSession, self.async_session)
         session = root._session
         if session is None:
             session = root._session = root._open_session()
         return session
+
+    @property
+    def async_session(self) -> AsyncUnitSession:
+        """The ``AsyncSession`` of an async unit: what ``session`` is there, typed as such.
+
+        Only the task that entered the unit may use it: a task created inside the unit
+        (``create_task``, ``gather``, ``TaskGroup``) opens its own unit instead.
+        """
+        if self._state is not UnitState.ACTIVE:
+            raise UnitOfWorkError(self._not_active("its session exists only inside it"))
+        root = self._root
+        if root._task is None:
+            raise UnitOfWorkError(
+                "This unit of work was entered with 'with', so it has a synchronous Session: "
+                "use uow.session. Enter it with 'async with' for an AsyncSession."
+            )
+        if root._thread != get_ident() or root._task is not _running_task():
+            raise UnitOfWorkError(_OTHER_TASK)
+        if self._kind is UnitKind.NONE:
+            raise NoActiveUnitOfWork(self._no_transaction_message())
+        if root._session is None:
+            root._open_session()
+        session = root._async_session
+        assert session is not None
+        return session
+
+    @property
+    def is_async(self) -> bool:
+        """True when this unit was entered with ``async with`` (its session is an AsyncSession)."""
+        return self._task is not None
 
     @property
     def state(self) -> UnitState:
@@ -343,22 +381,70 @@ class UnitOfWork:
 
     # -- entering ----------------------------------------------------------------------------
 
-    def __enter__(self) -> UnitOfWork:
+    async def __aenter__(self) -> AsyncUnit:
+        """Enter as an async unit, owned by the running task; its session is an AsyncSession.
+
+        Deciding what the unit does is the same as for ``with``; only a SAVEPOINT is sent
+        at entry, through the async driver.
+        """
+        from ._aio import run_in_greenlet, running_task
+
+        task = running_task()
+        if task is None:
+            raise UnitOfWorkError(
+                "'async with db.unit_of_work()' needs a running asyncio task; in sync code "
+                "use 'with db.unit_of_work()'."
+            )
+        if self.propagation is Propagation.NESTED:
+            await run_in_greenlet(self._enter, task)
+        else:
+            self._enter(task)
+        return cast(AsyncUnit, self)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """End as ``__exit__`` does, sending ROLLBACK or COMMIT through the async driver.
+
+        A cancellation arriving while the unit ends (``CancelledError``, ``asyncio.timeout``)
+        does not interrupt its end: the ROLLBACK or COMMIT finishes, the connection goes
+        back to the pool and the hooks run, then the cancellation is re-raised.
+        """
+        kind = self._kind
+        if (kind is UnitKind.JOINED or kind is UnitKind.NONE) and not self._units_above():
+            self.__exit__(exc_type, exc, traceback)  # sends nothing, runs no hooks
+            return
+        from ._aio import run_to_completion
+
+        await run_to_completion(self.__exit__, exc_type, exc, traceback)
+
+    async def abandon_async(self) -> None:
+        """``abandon()`` for an async unit: its ROLLBACK goes through the async driver."""
+        from ._aio import run_to_completion
+
+        await run_to_completion(self.abandon)
+
+    def _enter(self, task: object | None = None) -> UnitOfWork:
+        """Enter for ``task`` (an asyncio task), or for this thread when None (``with``)."""
         if self._state is not UnitState.NEW:
             raise UnitOfWorkError(
                 "A UnitOfWork can be entered only once; call db.unit_of_work() for a new one."
             )
         self._thread = me = get_ident()
+        self._task = task
         runtime = self._runtime
         propagation = self.propagation
         stack = runtime.units.get()
         active: UnitOfWork | None = None
         if stack:
             top = stack[-1]
-            if top._state is UnitState.ACTIVE and top._thread == me:
+            if top._state is UnitState.ACTIVE and top._thread == me and top._task is task:
                 active = top if top._kind is not UnitKind.NONE else None
             else:
-                active = _active_for_entry(stack, me, propagation)
+                active = _active_for_entry(stack, me, task, propagation)
         if (
             propagation is Propagation.SUPPORTS
             or propagation is Propagation.NOT_SUPPORTED
@@ -386,6 +472,8 @@ class UnitOfWork:
                 observer.unit_entered(self)
         return self
 
+    __enter__ = _enter  # ``with``: no extra call on the sync hot path
+
     def _enter_without_unit(self, active: UnitOfWork | None) -> None:
         propagation = self.propagation
         if active is not None and propagation is Propagation.NEVER:
@@ -404,17 +492,27 @@ class UnitOfWork:
         isolation = runtime.isolation
         if isolation is None:
             # Resolve the engine now, so that a missing URL fails at entry, not at first query.
-            engines = runtime.default
-            if engines is None or runtime.integration is not None:
-                engines = runtime.engines()
+            if self._task is None:
+                engines = runtime.default
+                if engines is None or runtime.integration is not None:
+                    engines = runtime.engines()
+            else:
+                engines = runtime.async_engines()
             self._engines = engines
-            replicas = self._replicas = engines.replicas
+            # Replicas serve sync units; async units run on the primary (docs/async.md).
+            replicas = self._replicas = engines.replicas if self._task is None else None
             if replicas is not None and not self.read_only:
                 replicas.watch_primary(engines.engine)
             if stack and engines.is_sqlite:
                 self._refuse_sqlite_self_deadlock(stack, engines)
             if self._asked is not None or runtime.default_timeouts is not None:
                 self._timeouts = Timeouts.resolve(self._asked, runtime.default_timeouts)
+        elif (self._task is not None) != (isolation.async_connection is not None):
+            raise UnitOfWorkError(
+                "flask_uow.testing.isolated() holds a sync connection and isolated_async() an "
+                "async one; units of the other kind cannot run on it. Use isolated() around "
+                "sync code under test and 'async with isolated_async(db)' around async code."
+            )
         elif isolation.thread != get_ident():
             raise UnitOfWorkError(
                 "flask_uow.testing.isolated() holds one connection for the thread that entered "
@@ -470,7 +568,10 @@ class UnitOfWork:
             )
         self._root = root
         if self.propagation is Propagation.NESTED:
-            self._savepoint = active.session.begin_nested()
+            session = root._session
+            if session is None:
+                session = root._open_session()
+            self._savepoint = session.begin_nested()
             self._enclosing = active._owner
             self._kind = UnitKind.SAVEPOINT
         else:
@@ -480,13 +581,20 @@ class UnitOfWork:
     def _open_session(self) -> UnitSession:
         runtime = self._runtime
         isolation = runtime.isolation
-        if isolation is not None:
+        if isolation is not None and isolation.async_connection is not None:
+            wrapper = self._async_session = runtime.async_session_class()(
+                bind=isolation.async_connection,
+                join_transaction_mode="create_savepoint",
+                **runtime.session_options,
+            )
+            session = cast(UnitSession, wrapper.sync_session)
+        elif isolation is not None:
             session = runtime.session_class(
                 bind=isolation.connection,
                 join_transaction_mode="create_savepoint",
                 **runtime.session_options,
             )
-        else:
+        elif self._task is None:
             engines = self._engines
             assert engines is not None
             bind: sa.Engine | None = None
@@ -502,6 +610,20 @@ class UnitOfWork:
             if self._timeouts is not None:
                 bind = engine_with(bind, self._timeouts)
             session = runtime.session_class(bind=bind, **runtime.session_options)
+        else:
+            from ._aio import open_async_session
+
+            engines = self._engines
+            assert engines is not None
+            wrapper = self._async_session = open_async_session(
+                runtime.async_session_class(),
+                engines,
+                runtime.session_options,
+                read_only=self.read_only,
+                isolation_level=self.isolation_level,
+            )
+            session = cast(UnitSession, wrapper.sync_session)
+        self._session = session
         session.flask_uow_unit = self
         session.flask_uow_read_only = self.read_only
         return session
@@ -771,7 +893,7 @@ class UnitOfWork:
     # -- messages ----------------------------------------------------------------------------
 
     def _owner_for_hooks(self, what: str, callback: object) -> UnitOfWork:
-        check_hook(callback, what)
+        check_hook(callback, what, allow_async=self._task is not None)
         self._require_transaction(what)
         return self._owner
 
@@ -834,12 +956,20 @@ class UnitOfWork:
 
 
 def _active_for_entry(
-    stack: tuple[UnitOfWork, ...], me: int, propagation: Propagation
+    stack: tuple[UnitOfWork, ...], me: int, task: object | None, propagation: Propagation
 ) -> UnitOfWork | None:
-    """The unit a new unit of this thread would join, skipping ended and invalidated ones."""
+    """The unit a new unit of this thread (and task) would join, skipping ended ones."""
     unit = innermost_live(stack)
     if unit is None:
         return None
+    if unit._thread == me and unit._task is not task:
+        if task is None:
+            raise UnitOfWorkError(_SYNC_IN_ASYNC)
+        if propagation in _NEVER_JOIN_FOREIGN:
+            return None
+        if unit._task is None:
+            raise UnitOfWorkError(_ASYNC_IN_SYNC)
+        raise UnitOfWorkError(_OTHER_TASK)
     if unit._thread != me:
         if propagation is Propagation.REQUIRES_NEW or propagation in _WITHOUT_UNIT:
             return None
@@ -873,12 +1003,88 @@ def current_unit(runtime: Runtime) -> UnitOfWork | None:
         unit = found
     if unit._thread != get_ident() or unit._kind is UnitKind.NONE:
         return None
+    if unit._task is not None and unit._task is not _running_task():
+        return None
     return unit
+
+
+def _running_task() -> object | None:
+    from ._aio import running_task
+
+    return running_task()
+
+
+_OTHER_TASK = (
+    "The active unit of work belongs to another asyncio task (this task was created inside "
+    "it, with create_task, gather or a TaskGroup, and inherited its context), and tasks "
+    "never share a session: they would interleave statements on one connection. Open a "
+    "unit in this task with propagation=Propagation.REQUIRES_NEW (or @db.transactional("
+    "propagation=Propagation.REQUIRES_NEW) on the coroutine the task runs), or await the "
+    "work in the task that owns the unit instead of starting a task for it."
+)
+
+_SYNC_IN_ASYNC = (
+    "A synchronous unit of work (a 'with' block or a @db.transactional def) cannot run "
+    "inside an async unit on the event loop's thread: it would block the loop and could not "
+    "share the unit's AsyncSession. Make the service async ('async with db.unit_of_work()' "
+    "or @db.transactional on an 'async def'), or run it in a worker thread with "
+    "asyncio.to_thread and propagation=Propagation.REQUIRES_NEW."
+)
+
+_ASYNC_IN_SYNC = (
+    "An async unit of work cannot join the synchronous unit active in this thread: its "
+    "Session is not an AsyncSession. Open the async unit with "
+    "propagation=Propagation.REQUIRES_NEW, or run the async code after the sync unit ends."
+)
+
+
+class AsyncUnit(Protocol):
+    """What ``async with db.unit_of_work() as uow`` gives: the unit, with an AsyncSession.
+
+    It is the same ``UnitOfWork`` object; this type tells mypy that its ``session`` is
+    the unit's ``AsyncSession``.
+    """
+
+    @property
+    def session(self) -> AsyncUnitSession: ...
+    @property
+    def async_session(self) -> AsyncUnitSession: ...
+    @property
+    def state(self) -> UnitState: ...
+    @property
+    def kind(self) -> UnitKind | None: ...
+    @property
+    def outcome(self) -> Outcome | None: ...
+    @property
+    def is_outermost(self) -> bool: ...
+    @property
+    def will_roll_back(self) -> bool: ...
+    @property
+    def opened_at(self) -> str | None: ...
+    @property
+    def failed_during_commit(self) -> bool: ...
+    @property
+    def scope(self) -> object | None: ...
+    @property
+    def is_async(self) -> bool: ...
+
+    propagation: Propagation
+    read_only: bool
+    isolation_level: str | None
+
+    def on_commit(self, callback: Callable[[], Any]) -> None: ...
+    def on_rollback(self, callback: Callable[[], Any]) -> None: ...
+    def on_outcome_unknown(self, callback: Callable[[], Any]) -> None: ...
+    def set_rollback(self) -> None: ...
+    def will_retry(self, error: BaseException) -> bool: ...
 
 
 def why_no_session(runtime: Runtime) -> str:
     """Explain why ``db.session`` has nothing to resolve to here, and what to do."""
     unit = innermost_live(runtime.units.get())
+    if unit is not None and unit._thread == get_ident() and unit._task is not None:
+        if unit._task is not _running_task():
+            return "db.session was used in another task than its unit's. " + _OTHER_TASK
     if unit is not None and unit._thread != get_ident():
         return (
             "db.session was used in a thread whose context was copied from another thread's "

@@ -12,7 +12,7 @@ overriding the ``uow_database`` / ``uow_app`` fixtures in ``conftest.py``.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
@@ -196,6 +196,27 @@ def isolated_db(uow_database: Database, isolated_connection: Connection) -> Data
     test ends, pass or fail. With a ``uow_app``, the test runs inside its app context.
     """
     return uow_database
+
+
+@pytest.fixture
+async def isolated_db_async(
+    uow_database: Database, uow_app: Flask | None, uow_tables: None, anyio_backend: object
+) -> AsyncIterator[Database]:
+    """``isolated_db`` for async tests: every async unit of the test runs inside
+    ``isolated_async()``, and all of it is undone when the test ends.
+
+    It is an async fixture run by anyio's pytest plugin (installed with anyio): mark the
+    test (or module) ``@pytest.mark.anyio``. The async engine's connections are closed
+    after each test, since each test may run on an event loop of its own.
+    """
+    from .testing import isolated_async
+
+    with _app_context(uow_app):
+        try:
+            async with isolated_async(uow_database):
+                yield uow_database
+        finally:
+            await uow_database.async_engine.dispose()
 
 
 def _import(path: str, option: str) -> object:

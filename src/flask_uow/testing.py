@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from secrets import token_hex
 from threading import get_ident
@@ -23,7 +23,7 @@ from ._runtime import Isolation
 from ._session import UnitSession
 from ._unit import UnitOfWork, live_units
 
-__all__ = ["isolated", "scratch_database"]
+__all__ = ["isolated", "isolated_async", "scratch_database"]
 
 
 @contextmanager
@@ -90,6 +90,54 @@ def isolated(db: Database) -> Iterator[Connection]:
             "back. End every unit inside the isolated block: use 'with db.unit_of_work():' or "
             "@db.transactional rather than calling __enter__() by hand."
         )
+
+
+@asynccontextmanager
+async def isolated_async(db: Database) -> AsyncIterator[Connection]:
+    """``isolated()`` for async units: ``async with isolated_async(db):`` in an async test.
+
+    Checks out one connection of the Database's async engine and BEGINs an outer
+    transaction; each outermost async unit inside runs in a SAVEPOINT of it, exactly as
+    ``isolated()`` describes, and leaving rolls everything back. Sync units are refused
+    inside (and async units inside ``isolated()``). Units of the block share one
+    connection: run them one task at a time (a ``gather`` of units would interleave on
+    it). Yields the connection's sync face, for assertions through ``run_sync``.
+    """
+    _refuse_to_enter(db)
+    connection = await db.async_engine.connect()
+    leaked: list[UnitOfWork] = []
+    try:
+        outer = await connection.begin()
+        sync_connection = connection.sync_connection
+        assert sync_connection is not None
+        db.runtime.isolation = Isolation(sync_connection, get_ident(), async_connection=connection)
+        try:
+            yield sync_connection
+        except BaseException:
+            await _end_leaked_units_async(db)
+            raise
+        else:
+            leaked = await _end_leaked_units_async(db)
+        finally:
+            db.runtime.isolation = None
+            if outer.is_active:
+                await outer.rollback()
+    finally:
+        await connection.close()
+    if leaked:
+        where = ", ".join(unit.opened_at or repr(unit) for unit in leaked)
+        raise UnitOfWorkError(
+            f"A unit of work was still active when isolated_async() ended ({where}); it was "
+            "rolled back. End every unit inside the block with 'async with "
+            "db.unit_of_work():' or @db.transactional."
+        )
+
+
+async def _end_leaked_units_async(db: Database) -> list[UnitOfWork]:
+    leaked = live_units(db.runtime)
+    for unit in reversed(leaked):
+        await unit.abandon_async()
+    return [unit for unit in leaked if unit.is_outermost]
 
 
 def _refuse_to_enter(db: Database) -> None:

@@ -1,0 +1,199 @@
+"""Quart integration: per-app engines, an async unit per request, the teardown safety net.
+
+``db.init_app(quart_app)`` reads the same ``UOW_*`` keys as for Flask. Quart serves every
+request of an app on one event loop, so the app's async engine keeps a pool (unlike Flask's
+async views, which each run on a loop of their own). Sync views, which Quart runs in worker
+threads, open their own units there; the request's unit belongs to the request's task.
+
+This is a layer on top of the core: it imports the core, and the core never imports it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from quart import Quart, Response, g, request
+from quart.cli import AppGroup
+from quart.globals import _cv_app
+from quart.signals import request_started
+
+from ._cli import check_command, create_all_command, drop_all_command
+from ._engines import EngineVariants
+from ._errors import UnitOfWorkError, UnitOfWorkWarning
+from ._flask import EXTENSION_KEY, AppState, FlaskIntegration
+from ._flask_config import read_config
+from ._hooks import logger
+from ._lifecycle import UnitState
+from ._unit import UnitOfWork, live_units
+
+if TYPE_CHECKING:
+    from ._database import Database
+
+_REQUEST_UNIT = "_flask_uow_request_unit"
+
+
+class QuartIntegration(FlaskIntegration):
+    """Gives a Database's units the current Quart app's engines and app context."""
+
+    def current_engines(self) -> EngineVariants | None:
+        context = _cv_app.get(None)
+        if context is None:
+            return None
+        state = self.state(context.app)  # type: ignore[arg-type]
+        return state.variants() if state is not None else None
+
+    def current_async_engines(self) -> EngineVariants | None:
+        context = _cv_app.get(None)
+        if context is None:
+            return None
+        state = self.state(context.app)  # type: ignore[arg-type]
+        return state.async_variants() if state is not None else None
+
+    def current_scope(self) -> object | None:
+        return _cv_app.get(None)
+
+
+def register(db: Database, app: Quart) -> None:
+    """Attach ``db`` to a Quart ``app``: config, request unit, teardown, CLI, shell context."""
+    if EXTENSION_KEY in app.extensions:
+        raise UnitOfWorkError(
+            f"The Quart app {app.name!r} is already registered with a flask-uow Database "
+            f"({app.extensions[EXTENSION_KEY]!r}). Call init_app once per app."
+        )
+    integration = db.runtime.integration
+    if integration is None:
+        integration = QuartIntegration(db)
+        db.runtime.attach(integration)
+    if not isinstance(integration, QuartIntegration):
+        raise UnitOfWorkError("This Database is already attached to another framework.")
+    config = read_config(
+        app.config,
+        instance_path=app.instance_path,
+        default_url=db.url,
+        default_engine_options=db.engine_options,
+        default_sqlite_foreign_keys=db.sqlite_foreign_keys,
+        default_sqlite_wal=db.sqlite_wal,
+    )
+    if config.session_options:
+        merged = {**db.session_options, **config.session_options}
+        if integration.apps and merged != db.session_options:
+            raise UnitOfWorkError(
+                "UOW_SESSION_OPTIONS differ between apps sharing one Database; pass "
+                "session_options to Database() instead."
+            )
+        db.session_options = merged
+    integration.apps[app] = AppState(config, pooled_async=True)  # type: ignore[index]
+    app.extensions[EXTENSION_KEY] = db
+
+    if config.per_request:
+        _install_request_unit(db, app, config.read_only_methods)
+
+    @app.teardown_appcontext
+    async def end_leaked(error: BaseException | None) -> None:
+        await end_leaked_units(db)
+
+    @app.after_serving
+    async def close_connections() -> None:
+        # Async connections belong to the serving loop: close them before it ends.
+        await db.dispose_async()
+
+    app.cli.add_command(_cli())
+    app.shell_context_processor(lambda: {"db": db})
+
+
+def _cli() -> AppGroup:
+    group = AppGroup("uow", help="Manage the flask-uow database of this app.")
+    for command in (create_all_command, drop_all_command, check_command):
+        callback: Any = command.callback
+        group.command(command.name, help=command.help, with_appcontext=True)(
+            callback.__wrapped__
+        )
+    return group
+
+
+def _install_request_unit(db: Database, app: Quart, read_only_methods: frozenset[str]) -> None:
+    # request_started is sent before any before_request hook runs, in the request's task.
+    async def begin(sender: Quart, **extra: Any) -> None:
+        method = request.method
+        unit = UnitOfWork(
+            db.runtime,
+            read_only=method in read_only_methods,
+            origin=f"the per-request unit of {method} {request.path}",
+        )
+        await unit.__aenter__()
+        setattr(g, _REQUEST_UNIT, unit)
+
+    request_started.connect(begin, app, weak=False)
+
+    @app.after_request
+    async def end(response: Response) -> Response:
+        unit: UnitOfWork | None = g.pop(_REQUEST_UNIT, None)
+        if unit is None:
+            return response
+        await _abandon(_units_above(db, unit))
+        if response.status_code >= 400 and unit.state is UnitState.ACTIVE:
+            unit.set_rollback()
+        await unit.__aexit__(None, None, None)
+        return response
+
+    @app.teardown_request
+    async def abort(error: BaseException | None) -> None:
+        unit: UnitOfWork | None = g.pop(_REQUEST_UNIT, None)
+        if unit is None:
+            return
+        try:
+            await _abandon(_units_above(db, unit))
+            if error is None:
+                unit.set_rollback()
+                await unit.__aexit__(None, None, None)
+            else:
+                await unit.__aexit__(type(error), error, error.__traceback__)
+        except Exception:
+            logger.exception("flask-uow: ending the request's unit of work failed")
+
+    # An exception raised by a before_request hook or the view rolls the request back,
+    # whatever status its error handler answers.
+    handle_user_exception = app.handle_user_exception
+
+    async def roll_back_then_handle(error: Exception) -> Any:
+        unit: UnitOfWork | None = g.get(_REQUEST_UNIT)
+        if unit is not None and unit.state is UnitState.ACTIVE:
+            unit.set_rollback()
+        return await handle_user_exception(error)
+
+    app.handle_user_exception = roll_back_then_handle  # type: ignore[method-assign]
+
+
+def _units_above(db: Database, unit: UnitOfWork) -> list[UnitOfWork]:
+    units = live_units(db.runtime)
+    for index, candidate in enumerate(units):
+        if candidate is unit:
+            return units[index + 1 :]
+    return []
+
+
+async def _abandon(leaked: list[UnitOfWork]) -> None:
+    for unit in reversed(leaked):
+        if unit.state is UnitState.ACTIVE:
+            if unit.is_async:
+                await unit.abandon_async()
+            else:
+                unit.abandon()
+            _warn_leaked(unit)  # after rolling back: a warnings filter may raise
+
+
+async def end_leaked_units(db: Database) -> None:
+    """Roll back units opened in the app context that is ending, warning where they began."""
+    context = _cv_app.get(None)
+    await _abandon([unit for unit in live_units(db.runtime) if unit.scope is context])
+
+
+def _warn_leaked(unit: UnitOfWork) -> None:
+    warnings.warn(
+        f"flask-uow: a unit of work opened at {unit.opened_at} was still open when its "
+        "request or app context ended; it was rolled back. End units with 'async with "
+        "db.unit_of_work():' or '@db.transactional' so that they close on every path.",
+        UnitOfWorkWarning,
+        stacklevel=2,
+    )

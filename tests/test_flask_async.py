@@ -1,0 +1,196 @@
+"""Flask ``async def`` views: per-request async units, async services, and the safety net."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.views import MethodView
+
+from flask_uow import Database, UnitOfWorkWarning
+
+from .conftest import committed_names
+from .models import Base, Item
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+def db() -> Database:
+    return Database(metadata=Base.metadata)
+
+
+def _app(db: Database, backend_url: str, *, per_request: bool) -> Iterator[Flask]:
+    app = Flask(__name__)
+    app.config.update(UOW_DATABASE_URL=backend_url, UOW_PER_REQUEST=per_request)
+    db.init_app(app)
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+    yield app
+    with app.app_context():
+        db.drop_all()
+    db.dispose()
+
+
+@pytest.fixture
+def app(db: Database, backend_url: str) -> Iterator[Flask]:
+    """A per-request app whose tables exist; without TESTING, so error handlers run."""
+    yield from _app(db, backend_url, per_request=True)
+
+
+def test_an_async_view_runs_in_the_request_unit_and_commits(
+    app: Flask, db: Database, observer: sa.Engine
+) -> None:
+    @db.transactional
+    async def create(name: str) -> int:
+        item = Item(name=name)
+        db.session.add(item)
+        await db.async_session.flush()
+        return id(db.session)
+
+    @app.post("/items/<name>")
+    async def add(name: str) -> dict[str, object]:
+        request_session = id(db.session)
+        joined_session = await create(name)
+        count = await db.async_session.scalar(sa.select(sa.func.count(Item.id)))
+        return {"same_session": request_session == joined_session, "count": count}
+
+    response = app.test_client().post("/items/first")
+    assert response.status_code == 200
+    assert response.json == {"same_session": True, "count": 1}
+    assert committed_names(observer) == ["first"]
+
+
+def test_an_async_view_answering_an_error_status_rolls_back(
+    app: Flask, db: Database, observer: sa.Engine
+) -> None:
+    @app.post("/refused")
+    async def refused() -> tuple[str, int]:
+        db.session.add(Item(name="refused"))
+        await db.async_session.flush()
+        return "no", 422
+
+    assert app.test_client().post("/refused").status_code == 422
+    assert committed_names(observer) == []
+
+
+def test_an_async_view_that_raises_rolls_back_and_answers_500(
+    app: Flask, db: Database, observer: sa.Engine
+) -> None:
+    @app.post("/fail")
+    async def fail() -> str:
+        db.session.add(Item(name="partial"))
+        await db.async_session.flush()
+        raise Boom
+
+    assert app.test_client().post("/fail").status_code == 500
+    assert committed_names(observer) == []
+
+
+def test_async_method_views_and_sync_views_share_one_app(
+    app: Flask, db: Database, observer: sa.Engine
+) -> None:
+    class Items(MethodView):
+        async def post(self) -> str:
+            db.session.add(Item(name="async"))
+            return "created"
+
+    app.add_url_rule("/async-items", view_func=Items.as_view("async_items"))
+
+    @app.post("/sync-items")
+    def sync_add() -> str:
+        db.session.add(Item(name="sync"))
+        return "created"
+
+    client = app.test_client()
+    assert client.post("/async-items").status_code == 200
+    assert client.post("/sync-items").status_code == 200
+    assert client.post("/async-items").status_code == 500  # the unique name: rolled back
+    assert committed_names(observer) == ["async", "sync"]
+
+
+def test_a_joined_unit_leaked_by_an_async_view_dooms_the_request_with_a_warning(
+    app: Flask, db: Database, observer: sa.Engine
+) -> None:
+    @app.post("/leak")
+    async def leak() -> str:
+        db.session.add(Item(name="request"))
+        await db.unit_of_work().__aenter__()  # joins the request's unit, never ends
+        return "ok"
+
+    @app.post("/fine")
+    async def fine() -> str:
+        db.session.add(Item(name="fine"))
+        return "ok"
+
+    client = app.test_client()
+    with pytest.warns(UnitOfWorkWarning, match="test_flask_async.py"):
+        assert client.post("/leak").status_code == 500
+    assert client.post("/fine").status_code == 200
+    assert committed_names(observer) == ["fine"]
+
+
+def test_an_async_unit_leaked_without_per_request_units_is_rolled_back_at_teardown(
+    db: Database, backend_url: str, observer: sa.Engine
+) -> None:
+    app_iterator = _app(db, backend_url, per_request=False)
+    app = next(app_iterator)
+
+    @app.post("/leak")
+    async def leak() -> str:
+        await db.unit_of_work().__aenter__()  # never ended
+        db.session.add(Item(name="leaked"))
+        await db.async_session.flush()
+        return "ok"
+
+    with pytest.warns(UnitOfWorkWarning, match="still open"):
+        assert app.test_client().post("/leak").status_code == 200
+    assert committed_names(observer) == []
+    next(app_iterator, None)
+
+
+def test_async_services_work_in_async_views_without_per_request_units(
+    db: Database, backend_url: str, observer: sa.Engine
+) -> None:
+    app_iterator = _app(db, backend_url, per_request=False)
+    app = next(app_iterator)
+
+    @db.transactional
+    async def create(name: str) -> None:
+        db.session.add(Item(name=name))
+
+    @app.post("/items/<name>")
+    async def add(name: str) -> str:
+        await create(name)
+        return "created"
+
+    assert app.test_client().post("/items/service").status_code == 200
+    assert committed_names(observer) == ["service"]
+    next(app_iterator, None)
+
+
+def test_an_async_unit_leaked_by_an_async_before_request_hook_is_rolled_back_in_its_loop(
+    db: Database, backend_url: str, observer: sa.Engine
+) -> None:
+    app_iterator = _app(db, backend_url, per_request=False)
+    app = next(app_iterator)
+
+    @app.before_request
+    async def leak() -> None:
+        await db.unit_of_work().__aenter__()  # never ended, outside any view
+        db.session.add(Item(name="leaked"))
+        await db.async_session.flush()
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    with pytest.warns(UnitOfWorkWarning, match="still open"):
+        assert app.test_client().get("/").status_code == 200
+    assert committed_names(observer) == []
+    next(app_iterator, None)
