@@ -287,8 +287,26 @@ def render(results: dict[str, Any], images: dict[str, str], out: str, command: s
             "",
             http.markdown(ht),
         ]
+    parts += REPLICA_ROUTING
     parts += closing_note(results)
     return "\n".join(parts) + "\n"
+
+
+REPLICA_ROUTING = [
+    "## 4. Read replicas: what routing costs",
+    "",
+    "Counted, not timed, so it does not depend on the machine: a read-only unit routed to a "
+    "streaming replica makes the same round trips as one on the primary, 4 each (BEGIN, two "
+    "SELECTs, ROLLBACK; the replica's replay position is cached and probed at most every "
+    "0.1 s by one thread), and a read-write unit that wrote makes one more, after COMMIT, to "
+    "read the primary's WAL position for read-your-writes. `tests/test_replicas.py` gates "
+    "both figures on a real replica in `make test` "
+    "(`test_a_read_only_unit_costs_the_same_round_trips_on_a_replica_as_on_the_primary`, "
+    "`test_a_unit_that_wrote_reads_the_commit_position_once_and_one_that_only_read_never`); "
+    "see docs/replicas.md.",
+    "",
+]
+"""A counted figure the replica tests enforce; no replica is needed to render it."""
 
 
 def closing_note(results: dict[str, Any]) -> list[str]:
