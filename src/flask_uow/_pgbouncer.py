@@ -42,7 +42,8 @@ def behind_pooler(dbapi_connection: Any) -> bool:
     ``pg_backend_pid()`` returns the same number. A pooler answers the startup itself with
     made-up key data, so the two differ. Costs one round trip, in autocommit.
     """
-    told = dbapi_connection.info.backend_pid
+    driver = getattr(dbapi_connection, "driver_connection", None) or dbapi_connection
+    told = driver.info.backend_pid
     autocommit = dbapi_connection.autocommit
     dbapi_connection.autocommit = True
     try:
@@ -61,7 +62,9 @@ def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     pooled = behind_pooler(dbapi_connection)
     record.info[BEHIND_POOLER] = pooled
     if pooled:
-        dbapi_connection.prepare_threshold = None
+        # An async engine hands over SQLAlchemy's adapter: the setting is the driver's.
+        driver = getattr(dbapi_connection, "driver_connection", None) or dbapi_connection
+        driver.prepare_threshold = None
 
 
 @dataclass(frozen=True, slots=True)
