@@ -32,7 +32,8 @@ typecheck: $(STAMP)
 # pytest-cov could start measuring, and the plugin's own lines would count as missed.
 pytest: $(STAMP)
 	rm -f .coverage .coverage.*
-	$(BIN)/coverage run -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/coverage run -m pytest -n 2 --dist loadgroup -m "not serial" $(PYTEST_ARGS)
+	$(BIN)/coverage run -m pytest -m serial $(PYTEST_ARGS)
 	$(BIN)/coverage combine --quiet
 	$(BIN)/coverage report
 
@@ -70,7 +71,8 @@ $(STAMP20): pyproject.toml
 pytest-sqlalchemy20: $(STAMP20)
 	$(VENV20)/bin/python -c 'import sqlalchemy, sys; print("SQLAlchemy", sqlalchemy.__version__); sys.exit(not sqlalchemy.__version__.startswith("2.0."))'
 	$(VENV20)/bin/pytest tests --ignore=tests/reliability -p no:cacheprovider -n 2 --dist loadgroup \
-		$(PYTEST_ARGS)
+		-m "not serial" $(PYTEST_ARGS)
+	$(VENV20)/bin/pytest tests --ignore=tests/reliability -p no:cacheprovider -m serial $(PYTEST_ARGS)
 
 # The core's tests in a virtualenv where Flask, Werkzeug and click are not installed: the core
 # must import and work without them. Tests that need Flask are left out: files named

@@ -27,7 +27,7 @@ from flask_uow._replicas import Replicas, parse_token
 from .models import Base, Item
 from .reliability._http import Gunicorn, call
 
-pytestmark = pytest.mark.xdist_group("replica")  # one worker: they pause the one replica
+pytestmark = pytest.mark.serial  # they pause, stop and restart the one shared replica
 
 REPLICA_PORT = 5433
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "replica.sh"

@@ -15,6 +15,8 @@ from flask_uow import Database, UnitOfWorkError, UnitTimeout
 from .conftest import checked_out
 from .models import Item
 
+pytestmark = pytest.mark.serial  # counts the transactions open on the server
+
 
 @contextmanager
 def row_locked_elsewhere(observer: sa.Engine, backend_name: str) -> Iterator[None]:

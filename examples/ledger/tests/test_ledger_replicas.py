@@ -13,7 +13,7 @@ from flask_uow.testing import scratch_database
 from ledger.app import create_app
 from ledger.database import db
 
-pytestmark = pytest.mark.xdist_group("replica")  # they pause the one shared replica
+pytestmark = pytest.mark.serial  # they pause the one shared replica
 
 
 @pytest.fixture
