@@ -94,8 +94,8 @@ $(STAMPNF): pyproject.toml
 pytest-no-flask: $(STAMPNF)
 	@$(VENVNF)/bin/python -c 'import importlib.util as u, sys; found = [n for n in ("flask", "werkzeug", "click") if u.find_spec(n)]; sys.exit(f"$(VENVNF) must not have {found} installed" if found else 0)'
 	@! $(VENVNF)/bin/python -c 'import flask' 2>/dev/null
-	# SQLite only: the point is the missing Flask; the servers ran in the main run.
-	TEST_POSTGRESQL_URL= TEST_MARIADB_URL= TEST_REPLICA_URL= TEST_PGBOUNCER_URL= \
+	# SQLite only (CI unset, so no server is required): the point is the missing Flask.
+	CI= TEST_POSTGRESQL_URL= TEST_MARIADB_URL= TEST_REPLICA_URL= TEST_PGBOUNCER_URL= \
 		$(VENVNF)/bin/pytest tests --ignore=tests/reliability \
 		--ignore-glob='tests/test_*flask*.py' --ignore=tests/test_docs.py \
 		-m 'not flask' -p no:cacheprovider -n 2 $(PYTEST_ARGS)
