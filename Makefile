@@ -98,7 +98,7 @@ pytest-no-flask: $(STAMPNF)
 	CI= TEST_POSTGRESQL_URL= TEST_MARIADB_URL= TEST_REPLICA_URL= TEST_PGBOUNCER_URL= \
 		$(VENVNF)/bin/pytest tests --ignore=tests/reliability \
 		--ignore-glob='tests/test_*flask*.py' --ignore=tests/test_docs.py \
-		--ignore=tests/test_example_otel_prometheus.py \
+		--ignore=tests/test_example_otel_prometheus.py --ignore=tests/test_otel.py \
 		--deselect 'tests/test_timeouts.py::test_flask_config_keys_set_the_default_timeouts' \
 		-m 'not flask' -p no:cacheprovider -n 2 $(PYTEST_ARGS)
 
