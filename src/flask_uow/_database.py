@@ -342,14 +342,14 @@ class Database(QueryHelpers):
                 propagation=propagation,
                 read_only=read_only,
                 isolation_level=isolation_level,
-                origin=(caller.f_code, caller.f_lineno),
+                site=(caller.f_code, caller.f_lasti),
             )
         unit = UnitOfWork(
             self._runtime,
             propagation=propagation,
             read_only=read_only,
             isolation_level=isolation_level,
-            origin=(caller.f_code, caller.f_lineno),
+            site=(caller.f_code, caller.f_lasti),
             statement_timeout=statement_timeout,
             lock_timeout=lock_timeout,
         )

@@ -25,7 +25,7 @@ from ._engines import EngineVariants, create_engine
 from ._errors import UnitOfWorkError, UnitOfWorkWarning
 from ._flask_config import AppConfig, read_config
 from ._hooks import logger
-from ._lifecycle import UnitState
+from ._lifecycle import STATE_ACTIVE
 from ._unit import UnitOfWork, live_units
 
 if TYPE_CHECKING:
@@ -266,7 +266,7 @@ def _install_request_unit(db: Database, app: Flask, read_only_methods: frozenset
 
     def roll_back_then_handle(error: Exception) -> Any:
         unit: UnitOfWork | None = g.get(_REQUEST_UNIT)
-        if unit is not None and unit.state is UnitState.ACTIVE:
+        if unit is not None and unit.state is STATE_ACTIVE:
             unit.set_rollback()
         return handle_user_exception(error)
 
@@ -364,7 +364,7 @@ def _async_view(
 
 async def _abandon_async(leaked: list[UnitOfWork]) -> None:
     for unit in reversed(leaked):
-        if unit.state is UnitState.ACTIVE:
+        if unit.state is STATE_ACTIVE:
             await unit.abandon_async()
             _warn_leaked(unit)  # after rolling back: a warnings filter may raise
 
@@ -377,7 +377,7 @@ def _end_request_unit(db: Database, response: Response) -> Response:
     for above in reversed(leaked):
         _warn_leaked(above)
         above.abandon()
-    if response.status_code >= 400 and unit.state is UnitState.ACTIVE:
+    if response.status_code >= 400 and unit.state is STATE_ACTIVE:
         unit.set_rollback()
     unit.__exit__(None, None, None)
     return response
@@ -415,7 +415,7 @@ def end_leaked_units(db: Database) -> None:
     context: AppContext | None = _cv_app.get(None)
     leaked = [unit for unit in live_units(db.runtime) if unit.scope is context]
     for unit in reversed(leaked):
-        if unit.state is not UnitState.ACTIVE:
+        if unit.state is not STATE_ACTIVE:
             continue
         if unit.is_async:
             # Its event loop (asgiref's, one per view) has ended: roll back on a new one.

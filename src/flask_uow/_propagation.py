@@ -28,3 +28,13 @@ class Propagation(enum.Enum):
 
     NEVER = "never"
     """Run with no unit, and raise ``UnitOfWorkError`` if a unit is active."""
+
+
+# Module constants for the hot path: see the note at the end of _lifecycle.py.
+PROPAGATION_REQUIRED = Propagation.REQUIRED
+PROPAGATION_NESTED = Propagation.NESTED
+PROPAGATION_REQUIRES_NEW = Propagation.REQUIRES_NEW
+PROPAGATION_MANDATORY = Propagation.MANDATORY
+PROPAGATION_SUPPORTS = Propagation.SUPPORTS
+PROPAGATION_NOT_SUPPORTED = Propagation.NOT_SUPPORTED
+PROPAGATION_NEVER = Propagation.NEVER

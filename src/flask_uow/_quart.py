@@ -24,7 +24,7 @@ from ._errors import UnitOfWorkError, UnitOfWorkWarning
 from ._flask import EXTENSION_KEY, AppState, FlaskIntegration
 from ._flask_config import read_config
 from ._hooks import logger
-from ._lifecycle import UnitState
+from ._lifecycle import STATE_ACTIVE
 from ._unit import UnitOfWork, live_units
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def _install_request_unit(db: Database, app: Quart, read_only_methods: frozenset
         if unit is None:
             return response
         await _abandon(_units_above(db, unit))
-        if response.status_code >= 400 and unit.state is UnitState.ACTIVE:
+        if response.status_code >= 400 and unit.state is STATE_ACTIVE:
             unit.set_rollback()
         await unit.__aexit__(None, None, None)
         return response
@@ -158,7 +158,7 @@ def _install_request_unit(db: Database, app: Quart, read_only_methods: frozenset
 
     async def roll_back_then_handle(error: Exception) -> Any:
         unit: UnitOfWork | None = g.get(_REQUEST_UNIT)
-        if unit is not None and unit.state is UnitState.ACTIVE:
+        if unit is not None and unit.state is STATE_ACTIVE:
             unit.set_rollback()
         return await handle_user_exception(error)
 
@@ -175,7 +175,7 @@ def _units_above(db: Database, unit: UnitOfWork) -> list[UnitOfWork]:
 
 async def _abandon(leaked: list[UnitOfWork]) -> None:
     for unit in reversed(leaked):
-        if unit.state is UnitState.ACTIVE:
+        if unit.state is STATE_ACTIVE:
             if unit.is_async:
                 await unit.abandon_async()
             else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from ._lifecycle import Outcome
+from ._lifecycle import OUTCOME_COMMITTED, OUTCOME_READ_ONLY, OUTCOME_UNKNOWN, Outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +74,11 @@ class Counters:
     def count_end(self, outcome: Outcome) -> None:
         """Count an outermost unit that ended with ``outcome``."""
         with self._lock:
-            if outcome is Outcome.COMMITTED:
+            if outcome is OUTCOME_COMMITTED:
                 self.committed += 1
-            elif outcome is Outcome.READ_ONLY:
+            elif outcome is OUTCOME_READ_ONLY:
                 self.read_only += 1
-            elif outcome is Outcome.OUTCOME_UNKNOWN:
+            elif outcome is OUTCOME_UNKNOWN:
                 self.outcome_unknown += 1
             else:
                 self.rolled_back += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from contextvars import Token
 from threading import get_ident
@@ -20,8 +21,38 @@ from ._errors import (
     UnitOfWorkError,
 )
 from ._hooks import Hook, check_hook, logger, run_hooks
-from ._lifecycle import TRANSITIONS, Outcome, UnitKind, UnitState
-from ._propagation import Propagation
+from ._lifecycle import (
+    KIND_JOINED,
+    KIND_NONE,
+    KIND_OUTERMOST,
+    KIND_SAVEPOINT,
+    OUTCOME_COMMITTED,
+    OUTCOME_DOOMED,
+    OUTCOME_JOINED,
+    OUTCOME_NO_TRANSACTION,
+    OUTCOME_READ_ONLY,
+    OUTCOME_RELEASED,
+    OUTCOME_ROLLED_BACK,
+    OUTCOME_UNKNOWN,
+    STATE_ACTIVE,
+    STATE_ENDED,
+    STATE_INVALIDATED,
+    STATE_NEW,
+    TRANSITIONS,
+    Outcome,
+    UnitKind,
+    UnitState,
+)
+from ._propagation import (
+    PROPAGATION_MANDATORY,
+    PROPAGATION_NESTED,
+    PROPAGATION_NEVER,
+    PROPAGATION_NOT_SUPPORTED,
+    PROPAGATION_REQUIRED,
+    PROPAGATION_REQUIRES_NEW,
+    PROPAGATION_SUPPORTS,
+    Propagation,
+)
 from ._retry import is_transient
 from ._session import (
     UnitSession,
@@ -46,8 +77,25 @@ Origin = tuple[CodeType, int] | str | None
 """Where a unit was opened: a code object and line, a description, or unknown."""
 
 
-_WITHOUT_UNIT = frozenset({Propagation.SUPPORTS, Propagation.NOT_SUPPORTED, Propagation.NEVER})
-_NEVER_JOIN_FOREIGN = frozenset({Propagation.REQUIRES_NEW, *_WITHOUT_UNIT})
+CallSite = tuple[CodeType, int]
+"""A code object and the offset of an instruction in it (a frame's ``f_lasti``)."""
+
+
+@functools.lru_cache(maxsize=1024)
+def line_of(code: CodeType, offset: int) -> int:
+    """The source line of the instruction at ``offset`` in ``code``.
+
+    Units note the instruction offset of the ``db.unit_of_work()`` call, which costs nothing;
+    a frame's ``f_lineno`` would decode the code's line table on every unit.
+    """
+    for start, end, line in code.co_lines():
+        if start <= offset < end and line is not None:
+            return line
+    return code.co_firstlineno
+
+
+_WITHOUT_UNIT = frozenset({PROPAGATION_SUPPORTS, PROPAGATION_NOT_SUPPORTED, PROPAGATION_NEVER})
+_NEVER_JOIN_FOREIGN = frozenset({PROPAGATION_REQUIRES_NEW, *_WITHOUT_UNIT})
 
 
 class UnitOfWork:
@@ -98,6 +146,7 @@ class UnitOfWork:
         "_doomed_by",
         "_failed_during_commit",
         "_origin",
+        "_site",
         "_scope",
         "_engines",
         "_retries_left",
@@ -116,10 +165,11 @@ class UnitOfWork:
         self,
         runtime: Runtime,
         *,
-        propagation: Propagation = Propagation.REQUIRED,
+        propagation: Propagation = PROPAGATION_REQUIRED,
         read_only: bool = False,
         isolation_level: str | None = None,
         origin: Origin = None,
+        site: CallSite | None = None,
         retries_left: int = 0,
         statement_timeout: Seconds | None = None,
         lock_timeout: Seconds | None = None,
@@ -147,7 +197,7 @@ class UnitOfWork:
         )
         self._timeouts: Timeouts | None = None
         self._runtime = runtime
-        self._state = UnitState.NEW
+        self._state = STATE_NEW
         self._kind: UnitKind | None = None
         self._outcome: Outcome | None = None
         self._thread = 0
@@ -156,13 +206,15 @@ class UnitOfWork:
         self._enclosing: UnitOfWork | None = None  # a savepoint's enclosing owner
         self._session: UnitSession | None = None
         self._savepoint: SessionTransaction | None = None
-        self._commit_hooks: list[Hook] = []
-        self._rollback_hooks: list[Hook] = []
-        self._unknown_hooks: list[Hook] = []
+        # Tuples, replaced on registration: most units register no hook, and build nothing.
+        self._commit_hooks: tuple[Hook, ...] = ()
+        self._rollback_hooks: tuple[Hook, ...] = ()
+        self._unknown_hooks: tuple[Hook, ...] = ()
         self._rollback_requested = False
         self._doomed_by: BaseException | str | None = None
         self._failed_during_commit = False
         self._origin = origin
+        self._site = site  # where db.unit_of_work() was called; origin is worked out on demand
         self._scope: object | None = None
         self._engines: EngineVariants | None = None
         self._retries_left = retries_left
@@ -188,7 +240,7 @@ class UnitOfWork:
         The first SQL it runs checks a connection out of the pool; a unit that runs none
         never touches the database.
         """
-        if self._state is not UnitState.ACTIVE:
+        if self._state is not STATE_ACTIVE:
             raise UnitOfWorkError(self._not_active("its session exists only inside it"))
         root = self._root
         if root._thread != get_ident():
@@ -197,7 +249,7 @@ class UnitOfWork:
                 "between threads. Open a unit in this thread instead (db.unit_of_work() or "
                 "@db.transactional); pass ids, not ORM objects or sessions, to other threads."
             )
-        if self._kind is UnitKind.NONE:
+        if self._kind is KIND_NONE:
             raise NoActiveUnitOfWork(self._no_transaction_message())
         if root._task is not None:
             return cast(UnitSession, self.async_session)
@@ -213,7 +265,7 @@ class UnitOfWork:
         Only the task that entered the unit may use it: a task created inside the unit
         (``create_task``, ``gather``, ``TaskGroup``) opens its own unit instead.
         """
-        if self._state is not UnitState.ACTIVE:
+        if self._state is not STATE_ACTIVE:
             raise UnitOfWorkError(self._not_active("its session exists only inside it"))
         root = self._root
         if root._task is None:
@@ -223,7 +275,7 @@ class UnitOfWork:
             )
         if root._thread != get_ident() or root._task is not _running_task():
             raise UnitOfWorkError(_OTHER_TASK)
-        if self._kind is UnitKind.NONE:
+        if self._kind is KIND_NONE:
             raise NoActiveUnitOfWork(self._no_transaction_message())
         if root._session is None:
             root._open_session()
@@ -254,7 +306,7 @@ class UnitOfWork:
     @property
     def is_outermost(self) -> bool:
         """True when this unit owns its transaction (it will COMMIT or ROLLBACK)."""
-        return self._kind is UnitKind.OUTERMOST
+        return self._kind is KIND_OUTERMOST
 
     @property
     def will_roll_back(self) -> bool:
@@ -281,7 +333,11 @@ class UnitOfWork:
     @property
     def origin(self) -> Origin:
         """Where this unit was opened, as given: a code object and line, a text, or None."""
-        return self._origin
+        origin = self._origin
+        site = self._site
+        if origin is None and site is not None:
+            origin = self._origin = (site[0], line_of(*site))
+        return origin
 
     @property
     def engine(self) -> sa.Engine | None:
@@ -290,7 +346,7 @@ class UnitOfWork:
         if engines is not None:
             return engines.engine
         isolation = self._runtime.isolation
-        if isolation is not None and self._kind is UnitKind.OUTERMOST:
+        if isolation is not None and self._kind is KIND_OUTERMOST:
             return isolation.connection.engine
         return None
 
@@ -310,11 +366,13 @@ class UnitOfWork:
         Registered in a joined unit or a savepoint, it belongs to the transaction that
         finally commits; it never runs if that transaction rolls back.
         """
-        self._owner_for_hooks("on_commit", callback)._commit_hooks.append(callback)
+        owner = self._owner_for_hooks("on_commit", callback)
+        owner._commit_hooks = (*owner._commit_hooks, callback)
 
     def on_rollback(self, callback: Hook) -> None:
         """Call ``callback()`` once after the transaction ROLLs BACK and its session is closed."""
-        self._owner_for_hooks("on_rollback", callback)._rollback_hooks.append(callback)
+        owner = self._owner_for_hooks("on_rollback", callback)
+        owner._rollback_hooks = (*owner._rollback_hooks, callback)
 
     def on_outcome_unknown(self, callback: Hook) -> None:
         """Call ``callback()`` once if the connection is lost while COMMIT is on its way.
@@ -322,7 +380,8 @@ class UnitOfWork:
         Then nobody knows whether the server committed; neither ``on_commit`` nor
         ``on_rollback`` hooks run, and ``CommitOutcomeUnknown`` is raised.
         """
-        self._owner_for_hooks("on_outcome_unknown", callback)._unknown_hooks.append(callback)
+        owner = self._owner_for_hooks("on_outcome_unknown", callback)
+        owner._unknown_hooks = (*owner._unknown_hooks, callback)
 
     def set_rollback(self) -> None:
         """End this unit with ROLLBACK instead of COMMIT, without raising an exception.
@@ -336,7 +395,7 @@ class UnitOfWork:
     @property
     def opened_at(self) -> str | None:
         """Where this unit was opened: ``file:line in function``, or a description."""
-        origin = self._origin
+        origin = self.origin
         if origin is None or isinstance(origin, str):
             return origin
         code, line = origin
@@ -347,7 +406,7 @@ class UnitOfWork:
 
         An attempt that will be retried is invisible: none of its hooks run.
         """
-        if self._retries_left <= 0 or self._kind is not UnitKind.OUTERMOST:
+        if self._retries_left <= 0 or self._kind is not KIND_OUTERMOST:
             return False
         timeouts = self._timeouts
         if timeouts is not None:
@@ -369,10 +428,10 @@ class UnitOfWork:
         rolls back to its SAVEPOINT; a joined unit dooms the transaction it joined. Units
         entered after it that are still active are abandoned first.
         """
-        if self._state is UnitState.INVALIDATED:
-            self._move(UnitState.ENDED)
+        if self._state is STATE_INVALIDATED:
+            self._move(STATE_ENDED)
             return
-        if self._state is not UnitState.ACTIVE:
+        if self._state is not STATE_ACTIVE:
             return
         for above in reversed(self._units_above()):
             above.abandon()
@@ -395,7 +454,7 @@ class UnitOfWork:
                 "'async with db.unit_of_work()' needs a running asyncio task; in sync code "
                 "use 'with db.unit_of_work()'."
             )
-        if self.propagation is Propagation.NESTED:
+        if self.propagation is PROPAGATION_NESTED:
             await run_in_greenlet(self._enter, task)
         else:
             self._enter(task)
@@ -414,7 +473,7 @@ class UnitOfWork:
         back to the pool and the hooks run, then the cancellation is re-raised.
         """
         kind = self._kind
-        if (kind is UnitKind.JOINED or kind is UnitKind.NONE) and not self._units_above():
+        if (kind is KIND_JOINED or kind is KIND_NONE) and not self._units_above():
             self.__exit__(exc_type, exc, traceback)  # sends nothing, runs no hooks
             return
         from ._aio import run_to_completion
@@ -429,7 +488,7 @@ class UnitOfWork:
 
     def _enter(self, task: object | None = None) -> UnitOfWork:
         """Enter for ``task`` (an asyncio task), or for this thread when None (``with``)."""
-        if self._state is not UnitState.NEW:
+        if self._state is not STATE_NEW:
             raise UnitOfWorkError(
                 "A UnitOfWork can be entered only once; call db.unit_of_work() for a new one."
             )
@@ -441,18 +500,18 @@ class UnitOfWork:
         active: UnitOfWork | None = None
         if stack:
             top = stack[-1]
-            if top._state is UnitState.ACTIVE and top._thread == me and top._task is task:
-                active = top if top._kind is not UnitKind.NONE else None
+            if top._state is STATE_ACTIVE and top._thread == me and top._task is task:
+                active = top if top._kind is not KIND_NONE else None
             else:
                 active = _active_for_entry(stack, me, task, propagation)
         if (
-            propagation is Propagation.SUPPORTS
-            or propagation is Propagation.NOT_SUPPORTED
-            or propagation is Propagation.NEVER
+            propagation is PROPAGATION_SUPPORTS
+            or propagation is PROPAGATION_NOT_SUPPORTED
+            or propagation is PROPAGATION_NEVER
         ):
             self._enter_without_unit(active)
-        elif active is None or propagation is Propagation.REQUIRES_NEW:
-            if propagation is Propagation.MANDATORY:
+        elif active is None or propagation is PROPAGATION_REQUIRES_NEW:
+            if propagation is PROPAGATION_MANDATORY:
                 raise NoActiveUnitOfWork(
                     "A unit with propagation=MANDATORY needs an active unit of work to join, and "
                     "none is active in this thread. Call it from inside 'with db.unit_of_work():' "
@@ -461,7 +520,7 @@ class UnitOfWork:
             self._begin_outermost(stack)
         else:
             self._join(active)
-        self._state = UnitState.ACTIVE  # from NEW, checked above
+        self._state = STATE_ACTIVE  # from NEW, checked above
         scope = runtime.scope
         if scope is not None:
             self._scope = scope()
@@ -476,16 +535,16 @@ class UnitOfWork:
 
     def _enter_without_unit(self, active: UnitOfWork | None) -> None:
         propagation = self.propagation
-        if active is not None and propagation is Propagation.NEVER:
+        if active is not None and propagation is PROPAGATION_NEVER:
             raise UnitOfWorkError(
                 "A unit with propagation=NEVER must run outside any unit of work, and one is "
                 f"active (opened at {active.opened_at}). Call this code after that unit ends, "
                 "or give it another propagation."
             )
-        if active is not None and propagation is Propagation.SUPPORTS:
+        if active is not None and propagation is PROPAGATION_SUPPORTS:
             self._join(active)
             return
-        self._kind = UnitKind.NONE
+        self._kind = KIND_NONE
 
     def _begin_outermost(self, stack: tuple[UnitOfWork, ...]) -> None:
         runtime = self._runtime
@@ -519,7 +578,7 @@ class UnitOfWork:
                 "it; units in other threads cannot share it. Run threaded code under test "
                 "without isolated(), and clean up its data explicitly."
             )
-        self._kind = UnitKind.OUTERMOST
+        self._kind = KIND_OUTERMOST
         runtime.counters.count_start()
 
     def _refuse_sqlite_self_deadlock(
@@ -534,9 +593,9 @@ class UnitOfWork:
         wal = engines.wal
         for other in stack:
             if (
-                other._state is not UnitState.ACTIVE
+                other._state is not STATE_ACTIVE
                 or other._thread != me
-                or other._kind is not UnitKind.OUTERMOST
+                or other._kind is not KIND_OUTERMOST
                 or other._engines is not engines
             ):
                 continue
@@ -567,16 +626,16 @@ class UnitOfWork:
                 "transaction with propagation=Propagation.REQUIRES_NEW."
             )
         self._root = root
-        if self.propagation is Propagation.NESTED:
+        if self.propagation is PROPAGATION_NESTED:
             session = root._session
             if session is None:
                 session = root._open_session()
             self._savepoint = session.begin_nested()
             self._enclosing = active._owner
-            self._kind = UnitKind.SAVEPOINT
+            self._kind = KIND_SAVEPOINT
         else:
             self._owner = active._owner
-            self._kind = UnitKind.JOINED
+            self._kind = KIND_JOINED
 
     def _open_session(self) -> UnitSession:
         runtime = self._runtime
@@ -637,10 +696,10 @@ class UnitOfWork:
         traceback: TracebackType | None,
     ) -> None:
         state = self._state
-        if state is not UnitState.ACTIVE:
-            if state is UnitState.INVALIDATED:
+        if state is not STATE_ACTIVE:
+            if state is STATE_INVALIDATED:
                 error = UnitOfWorkError(self._not_active("it cannot commit anything"))
-                self._move(UnitState.ENDED)
+                self._move(STATE_ENDED)
                 raise error
             raise UnitOfWorkError(f"This unit of work is {state.value}; it cannot end again.")
         stack = self._runtime.units.get()
@@ -651,7 +710,7 @@ class UnitOfWork:
                 self._end_out_of_order(exc, above)
         timeouts = self._timeouts
         if timeouts is None:
-            if self._kind is UnitKind.OUTERMOST:
+            if self._kind is KIND_OUTERMOST:
                 self._end_outermost(exc)
             else:
                 self._end_by_kind(exc)
@@ -670,14 +729,14 @@ class UnitOfWork:
 
     def _end_by_kind(self, exc: BaseException | None) -> None:
         kind = self._kind
-        if kind is UnitKind.OUTERMOST:
+        if kind is KIND_OUTERMOST:
             self._end_outermost(exc)
-        elif kind is UnitKind.SAVEPOINT:
+        elif kind is KIND_SAVEPOINT:
             self._end_savepoint(exc)
-        elif kind is UnitKind.JOINED:
+        elif kind is KIND_JOINED:
             self._end_joined(exc)
         else:
-            self._finish(Outcome.NO_TRANSACTION)
+            self._finish(OUTCOME_NO_TRANSACTION)
 
     def _end_out_of_order(self, exc: BaseException | None, above: list[UnitOfWork]) -> None:
         for unit in reversed(above):
@@ -695,15 +754,15 @@ class UnitOfWork:
 
     def _invalidate(self, ended_first: UnitOfWork) -> None:
         self._invalidated_by = ended_first
-        self._move(UnitState.INVALIDATED)
-        self._outcome = Outcome.ROLLED_BACK
+        self._move(STATE_INVALIDATED)
+        self._outcome = OUTCOME_ROLLED_BACK
         runtime = self._runtime
-        if self._kind is UnitKind.OUTERMOST:
+        if self._kind is KIND_OUTERMOST:
             self._discard(self._session)
             runtime.counters.count_rolled_back()
         for observer in runtime.observers:
             observer.unit_ended(self)
-        if self._kind is UnitKind.OUTERMOST:
+        if self._kind is KIND_OUTERMOST:
             run_hooks(self._rollback_hooks, "on_rollback")
 
     def _end_joined(self, exc: BaseException | None) -> None:
@@ -711,13 +770,13 @@ class UnitOfWork:
             self._owner._doomed_by = exc
         elif self._rollback_requested:
             self._owner._doomed_by = "set_rollback() was called in a joined unit"
-        self._finish(Outcome.JOINED if self._owner._doomed_by is None else Outcome.ROLLED_BACK)
+        self._finish(OUTCOME_JOINED if self._owner._doomed_by is None else OUTCOME_ROLLED_BACK)
 
     def _end_outermost(self, exc: BaseException | None) -> None:
         session = self._session
         if exc is None and self._doomed_by is None and not self._rollback_requested:
             if session is None:
-                self._finish(Outcome.READ_ONLY if self.read_only else Outcome.COMMITTED)
+                self._finish(OUTCOME_READ_ONLY if self.read_only else OUTCOME_COMMITTED)
                 if self._commit_hooks:
                     run_hooks(self._commit_hooks, "on_commit")
             elif self.read_only:
@@ -727,10 +786,10 @@ class UnitOfWork:
             return
         self._discard(session)
         if exc is None and not self._rollback_requested:
-            self._finish(Outcome.DOOMED)
+            self._finish(OUTCOME_DOOMED)
             run_hooks(self._rollback_hooks, "on_rollback")
             raise self._unexpected_rollback()
-        self._finish(Outcome.ROLLED_BACK)
+        self._finish(OUTCOME_ROLLED_BACK)
         if exc is None or not self.will_retry(exc):
             run_hooks(self._rollback_hooks, "on_rollback")
 
@@ -740,11 +799,11 @@ class UnitOfWork:
             session.flush()
         except BaseException:
             self._discard(session)
-            self._finish(Outcome.ROLLED_BACK)
+            self._finish(OUTCOME_ROLLED_BACK)
             run_hooks(self._rollback_hooks, "on_rollback")
             raise
         self._close_quietly(session)
-        self._finish(Outcome.READ_ONLY)
+        self._finish(OUTCOME_READ_ONLY)
         if self._commit_hooks:
             run_hooks(self._commit_hooks, "on_commit")
 
@@ -752,7 +811,7 @@ class UnitOfWork:
         engines = self._engines
         if transaction_aborted(session, server_check=engines is None or engines.aborts_on_error):
             self._discard(session)
-            self._finish(Outcome.DOOMED)
+            self._finish(OUTCOME_DOOMED)
             run_hooks(self._rollback_hooks, "on_rollback")
             raise self._aborted()
         try:
@@ -761,7 +820,7 @@ class UnitOfWork:
             during_commit = self._failed_during_commit = failed_in_commit(session, error)
             self._discard(session)
             if during_commit and getattr(error, "connection_invalidated", False):
-                self._finish(Outcome.OUTCOME_UNKNOWN)
+                self._finish(OUTCOME_UNKNOWN)
                 run_hooks(self._unknown_hooks, "on_outcome_unknown")
                 raise CommitOutcomeUnknown(
                     "The connection to the database was lost while COMMIT was on its way, so "
@@ -770,12 +829,12 @@ class UnitOfWork:
                     "(an idempotency key); on_outcome_unknown hooks ran, and neither on_commit "
                     "nor on_rollback hooks did."
                 ) from error
-            self._finish(Outcome.ROLLED_BACK)
+            self._finish(OUTCOME_ROLLED_BACK)
             if not self.will_retry(error):
                 run_hooks(self._rollback_hooks, "on_rollback")
             raise
         self._close_quietly(session)
-        self._finish(Outcome.COMMITTED)
+        self._finish(OUTCOME_COMMITTED)
         replicas = self._replicas
         if replicas is not None and self._engines is not None:
             replicas.note_commit(self._engines.engine)  # the causal position, if it wrote
@@ -789,26 +848,26 @@ class UnitOfWork:
         if exc is None and self._doomed_by is None and not self._rollback_requested:
             if not savepoint.is_active or transaction_aborted(session, server_check=True):
                 self._rollback_savepoint(session, savepoint)
-                self._finish(Outcome.DOOMED)
+                self._finish(OUTCOME_DOOMED)
                 raise self._aborted()
             try:
                 savepoint.commit()
             except BaseException:
                 self._rollback_savepoint(session, savepoint)
-                self._finish(Outcome.ROLLED_BACK)
+                self._finish(OUTCOME_ROLLED_BACK)
                 raise
-            self._finish(Outcome.RELEASED)
+            self._finish(OUTCOME_RELEASED)
             enclosing = self._enclosing
             assert enclosing is not None
-            enclosing._commit_hooks.extend(self._commit_hooks)
-            enclosing._rollback_hooks.extend(self._rollback_hooks)
-            enclosing._unknown_hooks.extend(self._unknown_hooks)
+            enclosing._commit_hooks += self._commit_hooks
+            enclosing._rollback_hooks += self._rollback_hooks
+            enclosing._unknown_hooks += self._unknown_hooks
             return
         self._rollback_savepoint(session, savepoint)
         if exc is None and not self._rollback_requested:
-            self._finish(Outcome.DOOMED)
+            self._finish(OUTCOME_DOOMED)
             raise self._unexpected_rollback()
-        self._finish(Outcome.ROLLED_BACK)
+        self._finish(OUTCOME_ROLLED_BACK)
 
     def _rollback_savepoint(self, session: UnitSession, savepoint: SessionTransaction) -> None:
         try:
@@ -850,10 +909,10 @@ class UnitOfWork:
     def _finish(self, outcome: Outcome) -> None:
         """Settle the outcome, leave the ambient stack and count: once, in one place."""
         self._outcome = outcome
-        if self._state is UnitState.ACTIVE:
-            self._state = UnitState.ENDED
+        if self._state is STATE_ACTIVE:
+            self._state = STATE_ENDED
         else:
-            self._move(UnitState.ENDED)
+            self._move(STATE_ENDED)
         runtime = self._runtime
         # Leave the ambient stack: restore what this unit's entry replaced.
         units = runtime.units
@@ -867,7 +926,7 @@ class UnitOfWork:
                 # Entered in another context (a copy): this one only forgets it.
                 units.set(stack[:depth])
         # Elsewhere (a context copied while it was active) it stays listed, ended: ignored.
-        if self._kind is UnitKind.OUTERMOST:
+        if self._kind is KIND_OUTERMOST:
             runtime.counters.count_end(outcome)
         if runtime.observers:
             for observer in runtime.observers:
@@ -888,7 +947,7 @@ class UnitOfWork:
         depth = self._depth
         if len(stack) <= depth + 1 or stack[depth] is not self:
             return []
-        return [unit for unit in stack[depth + 1 :] if unit._state is UnitState.ACTIVE]
+        return [unit for unit in stack[depth + 1 :] if unit._state is STATE_ACTIVE]
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -898,18 +957,18 @@ class UnitOfWork:
         return self._owner
 
     def _require_transaction(self, what: str) -> None:
-        if self._state is not UnitState.ACTIVE:
+        if self._state is not STATE_ACTIVE:
             raise UnitOfWorkError(
                 self._not_active(f"{what}() needs an active unit of work")
             )
-        if self._kind is UnitKind.NONE:
+        if self._kind is KIND_NONE:
             raise NoActiveUnitOfWork(
                 f"{what}() needs a transaction, and this unit runs with none "
                 f"(propagation={self.propagation.name}). {self._no_transaction_message()}"
             )
 
     def _not_active(self, consequence: str) -> str:
-        if self._state is UnitState.INVALIDATED:
+        if self._state is STATE_INVALIDATED:
             ended_first = self._invalidated_by
             where = ended_first.opened_at if ended_first is not None else None
             return (
@@ -931,7 +990,7 @@ class UnitOfWork:
 
     def _unexpected_rollback(self) -> UnexpectedRollback:
         cause = self._doomed_by
-        where = "the savepoint" if self._kind is UnitKind.SAVEPOINT else "the transaction"
+        where = "the savepoint" if self._kind is KIND_SAVEPOINT else "the transaction"
         reason = cause if isinstance(cause, str) else f"a joined unit of work raised {cause!r}"
         error = UnexpectedRollback(
             f"{where.capitalize()} was rolled back because {reason}, although this unit was "
@@ -944,7 +1003,7 @@ class UnitOfWork:
         return error
 
     def _aborted(self) -> UnexpectedRollback:
-        where = "savepoint" if self._kind is UnitKind.SAVEPOINT else "transaction"
+        where = "savepoint" if self._kind is KIND_SAVEPOINT else "transaction"
         return UnexpectedRollback(
             f"The {where} was rolled back although this unit was leaving normally: a flush or "
             "a statement inside it failed and the error was caught, which leaves a "
@@ -971,7 +1030,7 @@ def _active_for_entry(
             raise UnitOfWorkError(_ASYNC_IN_SYNC)
         raise UnitOfWorkError(_OTHER_TASK)
     if unit._thread != me:
-        if propagation is Propagation.REQUIRES_NEW or propagation in _WITHOUT_UNIT:
+        if propagation is PROPAGATION_REQUIRES_NEW or propagation in _WITHOUT_UNIT:
             return None
         raise UnitOfWorkError(
             "The active unit of work was opened in another thread (this thread's context "
@@ -979,13 +1038,13 @@ def _active_for_entry(
             "new unit here with propagation=Propagation.REQUIRES_NEW, or start the thread "
             "without copying the context."
         )
-    return unit if unit._kind is not UnitKind.NONE else None
+    return unit if unit._kind is not KIND_NONE else None
 
 
 def innermost_live(stack: tuple[UnitOfWork, ...]) -> UnitOfWork | None:
     """The innermost unit of ``stack`` that is still active, of any thread."""
     for unit in reversed(stack):
-        if unit._state is UnitState.ACTIVE:
+        if unit._state is STATE_ACTIVE:
             return unit
     return None
 
@@ -996,12 +1055,12 @@ def current_unit(runtime: Runtime) -> UnitOfWork | None:
     if not stack:
         return None
     unit = stack[-1]
-    if unit._state is not UnitState.ACTIVE:
+    if unit._state is not STATE_ACTIVE:
         found = innermost_live(stack)
         if found is None:
             return None
         unit = found
-    if unit._thread != get_ident() or unit._kind is UnitKind.NONE:
+    if unit._thread != get_ident() or unit._kind is KIND_NONE:
         return None
     if unit._task is not None and unit._task is not _running_task():
         return None
@@ -1093,7 +1152,7 @@ def why_no_session(runtime: Runtime) -> str:
             "the thread runs, with that propagation), or start the thread without copying the "
             "context."
         )
-    if unit is not None and unit._kind is UnitKind.NONE:
+    if unit is not None and unit._kind is KIND_NONE:
         return unit._no_transaction_message()
     return (
         "db.session was used outside a unit of work, so there is no transaction to run in. "
@@ -1104,4 +1163,4 @@ def why_no_session(runtime: Runtime) -> str:
 
 def live_units(runtime: Runtime) -> list[UnitOfWork]:
     """The active units of this context, outermost first (for safety nets)."""
-    return [unit for unit in runtime.units.get() if unit._state is UnitState.ACTIVE]
+    return [unit for unit in runtime.units.get() if unit._state is STATE_ACTIVE]

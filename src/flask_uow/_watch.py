@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from ._lifecycle import UnitKind
+from ._lifecycle import KIND_OUTERMOST
 from ._unit import current_unit
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class Watcher:
     # -- UnitObserver --------------------------------------------------------------------
 
     def unit_entered(self, unit: UnitOfWork) -> None:
-        if unit.kind is UnitKind.OUTERMOST:
+        if unit.kind is KIND_OUTERMOST:
             self._traces[unit] = UnitTrace(perf_counter())
             engine = unit.engine
             if engine is not None and engine not in self._engines:
