@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator
 
 import pytest
@@ -226,3 +227,18 @@ def test_database_without_url_or_app_says_what_to_do() -> None:
     with pytest.raises(UnitOfWorkError, match="init_app"):
         with database.unit_of_work():
             pass
+
+
+def test_a_unit_names_the_file_and_line_where_db_unit_of_work_was_called(db: Database) -> None:
+    def line_here() -> int:
+        frame = sys._getframe(1)
+        return frame.f_lineno
+
+    expected = line_here() + 1
+    with db.unit_of_work(
+        read_only=True,
+    ) as uow:
+        this_code = sys._getframe().f_code
+        assert uow.origin == (this_code, expected)
+        assert uow.opened_at == f"{__file__}:{expected} in {this_code.co_name}"
+    assert uow.opened_at == f"{__file__}:{expected} in {this_code.co_name}"
