@@ -161,6 +161,28 @@ def test_a_savepoint_leaked_in_a_request_is_rolled_back_with_a_warning(
     assert committed_names(observer) == ["request"]
 
 
+def test_a_propagated_error_rolls_back_the_request_and_the_unit_it_leaked_with_a_warning(
+    app: Flask, db: Database, observer: sa.Engine
+) -> None:
+    app.config["PROPAGATE_EXCEPTIONS"] = True  # no response: teardown ends the request's unit
+
+    @app.post("/leak-then-fail")
+    def leak_then_fail() -> str:
+        db.session.add(Item(name="request"))
+        inner = db.unit_of_work()
+        inner.__enter__()  # never exited
+        db.session.add(Item(name="leaked"))
+        raise NotLoggedIn
+
+    with pytest.warns(UnitOfWorkWarning, match="leak_then_fail"):
+        with pytest.raises(NotLoggedIn):
+            app.test_client().post("/leak-then-fail")
+    assert committed_names(observer) == []
+    with app.app_context():
+        assert db.current is None
+    assert db.stats.rolled_back == 1
+
+
 def test_a_unit_leaked_in_a_view_without_per_request_units_is_rolled_back_at_teardown(
     db: Database, backend_url: str, observer: sa.Engine
 ) -> None:

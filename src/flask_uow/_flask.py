@@ -9,7 +9,6 @@ import asyncio
 import functools
 import inspect
 import threading
-import warnings
 import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -22,10 +21,18 @@ from flask.signals import request_started
 
 from . import _flask_replicas
 from ._engines import EngineVariants, create_engine
-from ._errors import UnitOfWorkError, UnitOfWorkWarning
+from ._errors import UnitOfWorkError
 from ._flask_config import AppConfig, read_config
-from ._hooks import logger
-from ._lifecycle import STATE_ACTIVE
+from ._request_units import (
+    abandon,
+    abandon_async,
+    end_aborted_request_unit,
+    roll_back_on_error,
+    settle_request_unit,
+    settle_request_unit_async,
+    units_above,
+    units_in_scope,
+)
 from ._unit import UnitOfWork, live_units
 
 if TYPE_CHECKING:
@@ -257,7 +264,7 @@ def _install_request_unit(db: Database, app: Flask, read_only_methods: frozenset
 
     request_started.connect(begin, app, weak=False)
     app.after_request(lambda response: _end_request_unit(db, response))
-    app.teardown_request(lambda error: _abort_request_unit(error))
+    app.teardown_request(lambda error: _abort_request_unit(db, error))
 
     # An exception raised by a before_request hook or the view rolls the request back,
     # whatever status its error handler answers (a redirect to a login page, say). Flask
@@ -265,9 +272,7 @@ def _install_request_unit(db: Database, app: Flask, read_only_methods: frozenset
     handle_user_exception = app.handle_user_exception
 
     def roll_back_then_handle(error: Exception) -> Any:
-        unit: UnitOfWork | None = g.get(_REQUEST_UNIT)
-        if unit is not None and unit.state is STATE_ACTIVE:
-            unit.set_rollback()
+        roll_back_on_error(g.get(_REQUEST_UNIT))
         return handle_user_exception(error)
 
     app.handle_user_exception = roll_back_then_handle  # type: ignore[method-assign,assignment]
@@ -342,7 +347,7 @@ def _async_view(
             try:
                 return await view(*args, **kwargs)
             finally:
-                await _abandon_async(live_units(db.runtime)[depth:])
+                await abandon_async(live_units(db.runtime)[depth:], _ADVICE)
 
         return run_with_safety_net
 
@@ -353,56 +358,27 @@ def _async_view(
         async with unit:
             try:
                 response = current_app.make_response(await view(*args, **kwargs))
-            finally:
-                await _abandon_async(_units_above(db, unit))
-            if response.status_code >= 400:
-                unit.set_rollback()
+            except BaseException:
+                await abandon_async(units_above(db.runtime, unit), _ADVICE)
+                raise
+            await settle_request_unit_async(db.runtime, unit, response.status_code, _ADVICE)
         return response
 
     return run_in_request_unit
 
 
-async def _abandon_async(leaked: list[UnitOfWork]) -> None:
-    for unit in reversed(leaked):
-        if unit.state is STATE_ACTIVE:
-            await unit.abandon_async()
-            _warn_leaked(unit)  # after rolling back: a warnings filter may raise
-
-
 def _end_request_unit(db: Database, response: Response) -> Response:
     unit: UnitOfWork | None = g.pop(_REQUEST_UNIT, None)
-    if unit is None:
-        return response
-    leaked = _units_above(db, unit)
-    for above in reversed(leaked):
-        _warn_leaked(above)
-        above.abandon()
-    if response.status_code >= 400 and unit.state is STATE_ACTIVE:
-        unit.set_rollback()
-    unit.__exit__(None, None, None)
+    if unit is not None:
+        settle_request_unit(db.runtime, unit, response.status_code, _ADVICE)
+        unit.__exit__(None, None, None)
     return response
 
 
-def _units_above(db: Database, unit: UnitOfWork) -> list[UnitOfWork]:
-    units = live_units(db.runtime)
-    for index, candidate in enumerate(units):
-        if candidate is unit:
-            return units[index + 1 :]
-    return []
-
-
-def _abort_request_unit(error: BaseException | None) -> None:
+def _abort_request_unit(db: Database, error: BaseException | None) -> None:
     unit: UnitOfWork | None = g.pop(_REQUEST_UNIT, None)
-    if unit is None:
-        return
-    try:
-        if error is None:
-            unit.set_rollback()
-            unit.__exit__(None, None, None)
-        else:
-            unit.__exit__(type(error), error, error.__traceback__)
-    except Exception:
-        logger.exception("flask-uow: ending the request's unit of work failed")
+    if unit is not None:
+        end_aborted_request_unit(db.runtime, unit, error, _ADVICE)
 
 
 def end_leaked_units(db: Database) -> None:
@@ -413,25 +389,15 @@ def end_leaked_units(db: Database) -> None:
     if not db.runtime.units.get():
         return
     context: AppContext | None = _cv_app.get(None)
-    leaked = [unit for unit in live_units(db.runtime) if unit.scope is context]
-    for unit in reversed(leaked):
-        if unit.state is not STATE_ACTIVE:
-            continue
-        if unit.is_async:
-            # Its event loop (asgiref's, one per view) has ended: roll back on a new one.
-            asyncio.run(unit.abandon_async())
-            _warn_leaked(unit)
-            continue
-        _warn_leaked(unit)
-        unit.abandon()
+    leaked = units_in_scope(db.runtime, context)
+    if any(unit.is_async for unit in leaked):
+        # Their event loop (asgiref's, one per view) has ended: roll back on a new one.
+        asyncio.run(abandon_async(leaked, _ADVICE))
+    else:
+        abandon(leaked, _ADVICE)
 
 
-def _warn_leaked(unit: UnitOfWork) -> None:
-    warnings.warn(
-        f"flask-uow: a unit of work opened at {unit.opened_at} was still open when its "
-        "request or app context ended; it was rolled back. End units with 'with "
-        "db.unit_of_work():' or '@db.transactional' so that they close on every path; for a "
-        "streaming response, wrap the generator in stream_with_context().",
-        UnitOfWorkWarning,
-        stacklevel=2,
-    )
+_ADVICE = (
+    "End units with 'with db.unit_of_work():' or '@db.transactional' so that they close on "
+    "every path; for a streaming response, wrap the generator in stream_with_context()."
+)

@@ -10,7 +10,6 @@ This is a layer on top of the core: it imports the core, and the core never impo
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Any
 
 from quart import Quart, Response, g, request
@@ -20,12 +19,17 @@ from quart.signals import request_started
 
 from ._cli import check_command, create_all_command, drop_all_command
 from ._engines import EngineVariants
-from ._errors import UnitOfWorkError, UnitOfWorkWarning
+from ._errors import UnitOfWorkError
 from ._flask import EXTENSION_KEY, AppState, FlaskIntegration
 from ._flask_config import read_config
-from ._hooks import logger
-from ._lifecycle import STATE_ACTIVE
-from ._unit import UnitOfWork, live_units
+from ._request_units import (
+    abandon_async,
+    end_aborted_request_unit_async,
+    roll_back_on_error,
+    settle_request_unit_async,
+    units_in_scope,
+)
+from ._unit import UnitOfWork
 
 if TYPE_CHECKING:
     from ._database import Database
@@ -129,71 +133,34 @@ def _install_request_unit(db: Database, app: Quart, read_only_methods: frozenset
     @app.after_request
     async def end(response: Response) -> Response:
         unit: UnitOfWork | None = g.pop(_REQUEST_UNIT, None)
-        if unit is None:
-            return response
-        await _abandon(_units_above(db, unit))
-        if response.status_code >= 400 and unit.state is STATE_ACTIVE:
-            unit.set_rollback()
-        await unit.__aexit__(None, None, None)
+        if unit is not None:
+            await settle_request_unit_async(db.runtime, unit, response.status_code, _ADVICE)
+            await unit.__aexit__(None, None, None)
         return response
 
     @app.teardown_request
     async def abort(error: BaseException | None) -> None:
         unit: UnitOfWork | None = g.pop(_REQUEST_UNIT, None)
-        if unit is None:
-            return
-        try:
-            await _abandon(_units_above(db, unit))
-            if error is None:
-                unit.set_rollback()
-                await unit.__aexit__(None, None, None)
-            else:
-                await unit.__aexit__(type(error), error, error.__traceback__)
-        except Exception:
-            logger.exception("flask-uow: ending the request's unit of work failed")
+        if unit is not None:
+            await end_aborted_request_unit_async(db.runtime, unit, error, _ADVICE)
 
     # An exception raised by a before_request hook or the view rolls the request back,
     # whatever status its error handler answers.
     handle_user_exception = app.handle_user_exception
 
     async def roll_back_then_handle(error: Exception) -> Any:
-        unit: UnitOfWork | None = g.get(_REQUEST_UNIT)
-        if unit is not None and unit.state is STATE_ACTIVE:
-            unit.set_rollback()
+        roll_back_on_error(g.get(_REQUEST_UNIT))
         return await handle_user_exception(error)
 
     app.handle_user_exception = roll_back_then_handle  # type: ignore[method-assign]
 
 
-def _units_above(db: Database, unit: UnitOfWork) -> list[UnitOfWork]:
-    units = live_units(db.runtime)
-    for index, candidate in enumerate(units):
-        if candidate is unit:
-            return units[index + 1 :]
-    return []
-
-
-async def _abandon(leaked: list[UnitOfWork]) -> None:
-    for unit in reversed(leaked):
-        if unit.state is STATE_ACTIVE:
-            if unit.is_async:
-                await unit.abandon_async()
-            else:
-                unit.abandon()
-            _warn_leaked(unit)  # after rolling back: a warnings filter may raise
-
-
 async def end_leaked_units(db: Database) -> None:
     """Roll back units opened in the app context that is ending, warning where they began."""
-    context = _cv_app.get(None)
-    await _abandon([unit for unit in live_units(db.runtime) if unit.scope is context])
+    await abandon_async(units_in_scope(db.runtime, _cv_app.get(None)), _ADVICE)
 
 
-def _warn_leaked(unit: UnitOfWork) -> None:
-    warnings.warn(
-        f"flask-uow: a unit of work opened at {unit.opened_at} was still open when its "
-        "request or app context ended; it was rolled back. End units with 'async with "
-        "db.unit_of_work():' or '@db.transactional' so that they close on every path.",
-        UnitOfWorkWarning,
-        stacklevel=2,
-    )
+_ADVICE = (
+    "End units with 'async with db.unit_of_work():' or '@db.transactional' so that they "
+    "close on every path."
+)
