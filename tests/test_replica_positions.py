@@ -87,3 +87,25 @@ def test_a_url_is_shown_with_its_password_masked() -> None:
     replicas = Replicas(["postgresql+psycopg://app:hunter2@127.0.0.1:1/app"])
     assert "hunter2" not in repr(replicas)
     assert "app:***@" in repr(replicas)
+
+
+@pytest.mark.flask
+def test_init_app_with_replica_urls_installs_one_replica_set_and_its_hooks_once() -> None:
+    from flask import Flask
+
+    from flask_uow import Database
+
+    app = Flask(__name__)
+    app.config.update(
+        UOW_DATABASE_URL="sqlite://",
+        UOW_REPLICA_URLS=NOWHERE,
+    )
+    db = Database()
+    db.init_app(app)
+    try:
+        saves = [f for f in app.after_request_funcs[None] if f.__qualname__.endswith("save")]
+        ends = [f for f in app.teardown_request_funcs[None] if f.__qualname__.endswith("end")]
+        assert len(saves) == 1
+        assert len(ends) == 1
+    finally:
+        db.dispose()

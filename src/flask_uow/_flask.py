@@ -221,7 +221,6 @@ def register(db: Database, app: Flask) -> None:
     app.cli.add_command(uow_cli)
     app.shell_context_processor(lambda: {"db": db})
     state.replicas = _flask_replicas.register(db, app)
-    _flask_replicas.register(db, app)
 
 
 def _apply_observability(db: Database, config: AppConfig) -> None:
