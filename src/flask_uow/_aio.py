@@ -9,6 +9,7 @@ driver. This module holds only what asyncio needs on top of that.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from ._engines import EngineVariants, masked
 from ._errors import UnitOfWorkError
+from ._timeouts import Timeouts, engine_with
 
 if TYPE_CHECKING:
     from ._session import UnitSession
@@ -111,15 +113,34 @@ def open_async_session(
     *,
     read_only: bool,
     isolation_level: str | None,
+    timeouts: Timeouts | None = None,
 ) -> AsyncUnitSession:
-    """A new AsyncSession for an outermost async unit (no connection is checked out yet)."""
+    """A new AsyncSession for an outermost async unit (no connection is checked out yet).
+
+    Its transaction runs under ``timeouts`` as a sync unit's does: the same settings are
+    sent by the same listeners, on the async engine's sync face.
+    """
     if not isinstance(engines, AsyncEngineVariants):
         raise UnitOfWorkError(
             "An async unit of work needs an async engine, and the current app's engines are "
             "synchronous. Use the app through db.init_app(), which creates both."
         )
     bind = engines.async_for_unit(read_only=read_only, isolation_level=isolation_level)
+    if timeouts is not None:
+        bind = _async_variant(bind, timeouts)
     return session_class(bind=bind, **options)
+
+
+_timed: weakref.WeakKeyDictionary[sa.Engine, AsyncEngine] = weakref.WeakKeyDictionary()
+
+
+def _async_variant(engine: AsyncEngine, timeouts: Timeouts) -> AsyncEngine:
+    """``engine`` with ``timeouts``: an AsyncEngine over the cached sync variant."""
+    variant = engine_with(engine.sync_engine, timeouts)
+    found = _timed.get(variant)
+    if found is None:
+        found = _timed[variant] = AsyncEngine(variant)
+    return found
 
 
 def running_task() -> asyncio.Task[Any] | None:

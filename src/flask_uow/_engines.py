@@ -17,6 +17,7 @@ from ._pgbouncer import guard_prepared_statements
 
 if TYPE_CHECKING:
     from ._replicas import Replicas
+    from ._timeouts import Timeouts
 
 READ_ONLY_OPTION = "flask_uow_read_only"
 """Execution option set on the engine variant used by read-only units."""
@@ -305,6 +306,7 @@ class EngineVariants:
         "wal",
         "aborts_on_error",
         "replicas",
+        "timeouts",
         "_read_write",
         "_variants",
         "_lock",
@@ -323,6 +325,9 @@ class EngineVariants:
         """True when a failed statement aborts the whole transaction (PostgreSQL)."""
         self.replicas: Replicas | None = None
         """Read replicas of this primary, for read-only outermost units (set by its owner)."""
+        self.timeouts: Timeouts | None = None
+        """Statement and lock timeouts of outermost units on this engine that set none (set
+        by its owner: a Flask app's config); None leaves them to the Database's."""
         self._variants: dict[tuple[bool, str | None], sa.Engine] = {}
         self._lock = threading.Lock()
         self._checkin_listener = False

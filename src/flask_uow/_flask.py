@@ -38,6 +38,7 @@ from ._unit import UnitOfWork, live_units
 if TYPE_CHECKING:
     from ._database import Database
     from ._replicas import Replicas
+    from ._timeouts import Timeouts
 
 EXTENSION_KEY = "flask-uow"
 _REQUEST_UNIT = "_flask_uow_request_unit"
@@ -58,6 +59,8 @@ class AppState:
     one event loop (Quart), not for Flask's async views (one loop per view)."""
     created: EngineVariants | None = None
     replicas: Replicas | None = None
+    timeouts: Timeouts | None = None
+    """The app's UOW_STATEMENT_TIMEOUT / UOW_LOCK_TIMEOUT, carried by its engines."""
     async_created: EngineVariants | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -94,6 +97,7 @@ class AppState:
                             asynchronous=True,
                         )
                     )
+                    self.async_created.timeouts = self.timeouts
                 created = self.async_created
         return created
 
@@ -112,6 +116,7 @@ class AppState:
                         )
                     )
                     created.replicas = self.replicas
+                    created.timeouts = self.timeouts
                     self.created = created
                 created = self.created
         return created
@@ -211,7 +216,7 @@ def register(db: Database, app: Flask) -> None:
             )
         db.session_options = merged
     _apply_observability(db, config)
-    state = integration.apps[app] = AppState(config)
+    state = integration.apps[app] = AppState(config, timeouts=_app_timeouts(config))
     app.extensions[EXTENSION_KEY] = db
 
     if config.per_request:
@@ -223,13 +228,21 @@ def register(db: Database, app: Flask) -> None:
     state.replicas = _flask_replicas.register(db, app)
 
 
+def _app_timeouts(config: AppConfig) -> Timeouts | None:
+    """The timeouts the app's config sets: they belong to this app (its engines carry
+    them), like its URL and replicas; units of other apps sharing the Database keep theirs."""
+    if config.statement_timeout is None and config.lock_timeout is None:
+        return None
+    from ._timeouts import Timeouts
+
+    return Timeouts.resolve(
+        Timeouts.from_options(config.statement_timeout, config.lock_timeout), None
+    )
+
+
 def _apply_observability(db: Database, config: AppConfig) -> None:
-    # Timeouts and the idle warning belong to the Database, shared by its apps: an app that
-    # sets them sets them for all (as Database(lock_timeout=..., warn_idle_ms=...) would).
-    if config.statement_timeout is not None or config.lock_timeout is not None:
-        db.set_timeouts(
-            statement_timeout=config.statement_timeout, lock_timeout=config.lock_timeout
-        )
+    # The idle warning and OpenTelemetry observe the Database, shared by its apps: an app
+    # that turns them on turns them on for all (as Database(warn_idle_ms=...) would).
     if config.warn_idle_ms is not None and db.warn_idle_ms is None:
         db.warn_idle(config.warn_idle_ms)
     if config.otel:

@@ -564,8 +564,11 @@ class UnitOfWork:
                 replicas.watch_primary(engines.engine)
             if stack and engines.is_sqlite:
                 self._refuse_sqlite_self_deadlock(stack, engines)
-            if self._asked is not None or runtime.default_timeouts is not None:
-                self._timeouts = Timeouts.resolve(self._asked, runtime.default_timeouts)
+            defaults = engines.timeouts
+            if defaults is None:
+                defaults = runtime.default_timeouts
+            if self._asked is not None or defaults is not None:
+                self._timeouts = Timeouts.resolve(self._asked, defaults)
         elif (self._task is not None) != (isolation.async_connection is not None):
             raise UnitOfWorkError(
                 "flask_uow.testing.isolated() holds a sync connection and isolated_async() an "
@@ -680,6 +683,7 @@ class UnitOfWork:
                 runtime.session_options,
                 read_only=self.read_only,
                 isolation_level=self.isolation_level,
+                timeouts=self._timeouts,
             )
             session = cast(UnitSession, wrapper.sync_session)
         self._session = session
@@ -1126,6 +1130,10 @@ class AsyncUnit(Protocol):
     def scope(self) -> object | None: ...
     @property
     def is_async(self) -> bool: ...
+    @property
+    def timeouts(self) -> Timeouts | None: ...
+    @property
+    def origin(self) -> Origin: ...
 
     propagation: Propagation
     read_only: bool
