@@ -677,11 +677,12 @@ def reset_quart(
     """``reset(engine)`` after a Quart app wrote; on SQLite, an app that keeps the file locked
     is restarted first (and warmed up again with reads).
 
-    When wrk stops, it drops connections with requests in flight, and Quart cancels those
-    requests. A request cancelled in the middle of a statement on aiosqlite can leave its
-    sqlite3 connection closed but not finalized, holding the write lock for as long as the
-    process lives (with bare SQLAlchemy as with flask-uow). That lock would stall every later
-    run on the file, so the process holding it is replaced; the restarts are counted.
+    A safety net: when wrk stops, it drops the requests it has in flight, and a Quart request
+    cancelled in the middle of a statement on aiosqlite can leave its sqlite3 connection
+    closed but not finalized, holding the write lock for as long as the process lives (with
+    a bare AsyncSession as with flask-uow). The apps let such requests finish instead
+    (``peers._quart.FinishDisconnected``); should a lock outlive a run all the same, it would
+    stall every later run on the file, so the process holding it is replaced and counted.
     """
     try:
         reset(engine)

@@ -331,7 +331,11 @@ def render(results: dict[str, Any], images: dict[str, str], out: str, command: s
             "",
             "Both on the async driver flask-uow derives from the URL (aiosqlite, psycopg in its "
             "async mode), the same SQL statements in the same order as the WSGI apps, the "
-            "ledger's request parsing, JSON shapes and error statuses, `expire_on_commit=False`. "
+            "ledger's request parsing, JSON shapes and error statuses, `expire_on_commit=False`; "
+            "a request whose client has gone runs to its end, as under gunicorn, rather than "
+            "being cancelled by Quart (`peers/_quart.py`: wrk drops its requests in flight at "
+            "the end of every run, and a cancelled bare `AsyncSession` has been seen to return "
+            "psycopg connections to the pool still in pipeline mode). "
             f"hypercorn `{' '.join(http.QUART_HYPERCORN)}` on 127.0.0.1, a pool of "
             f"{ht['hot_pool_size']} connections per worker and no overflow, on the database of "
             f"section 3 after its runs; wrk as there (`-d {settings['seconds']}s`, "
