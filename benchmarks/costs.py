@@ -1,16 +1,19 @@
 """What one request costs each app, counted rather than timed: noise-free on a busy machine.
 
-Each app of ``benchmarks.peers`` serves the hot endpoints in this process through Flask's test
-client. Python function calls are counted with ``sys.setprofile`` and round trips under the
-driver, with the counters of ``tests/test_costs.py`` (the gate that runs in ``make test``).
+Each app of ``benchmarks.peers`` serves the hot endpoints in this process through Flask's (or
+Quart's) test client. Python function calls are counted with ``sys.setprofile`` and round
+trips under the driver, with the counters of ``tests/test_costs.py`` (the gate that runs in
+``make test``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import importlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -84,6 +87,61 @@ def measure(
                 with app.app_context():
                     module.dispose(app)
     return results
+
+
+def measure_quart(
+    apps: dict[str, str], endpoints: list[str], url: sa.URL, *, customers: int
+) -> dict[str, dict[str, dict[str, int]]]:
+    """As :func:`measure`, for Quart apps: each request through Quart's test client, awaited
+    on one event loop (calls counted with ``count_calls_async``, resumed coroutines included)."""
+    from tests.test_costs import count_calls_async, wire
+
+    env = {
+        "BENCH_DATABASE_URL": url.render_as_string(hide_password=False),
+        "BENCH_POOL_SIZE": "2",
+        "BENCH_APP_NAME": "bench-costs",
+    }
+
+    async def run(counter: Any) -> dict[str, dict[str, dict[str, int]]]:
+        results: dict[str, dict[str, dict[str, int]]] = {}
+        async with contextlib.AsyncExitStack() as stack:
+            clients = {}
+            for name, spec in apps.items():
+                module_name, _, call = spec.partition(":")
+                app = getattr(importlib.import_module(module_name), call.removesuffix("()"))()
+                test_app = app.test_app()
+                await test_app.startup()
+                stack.push_async_callback(test_app.shutdown)  # after_serving closes the pool
+                clients[name] = test_app.test_client()
+            gc.collect()
+            gc.freeze()
+            try:
+                for endpoint in endpoints:
+                    results[endpoint] = {}
+                    method, path, body = request_for(endpoint, customers)
+                    for name, client in clients.items():
+                        send = _async_sender(client, name, method, path, body)
+                        results[endpoint][name] = {
+                            "calls": await count_calls_async(send, warmup=10, samples=3),
+                            "round_trips": await counter.measure_async(send),
+                        }
+            finally:
+                gc.unfreeze()
+        return results
+
+    with environment(env), wire() as counter:
+        return asyncio.run(run(counter))
+
+
+def _async_sender(
+    client: Any, name: str, method: str, path: str, body: dict[str, Any] | None
+) -> Callable[[], Awaitable[None]]:
+    async def send() -> None:
+        reply = await client.open(path, method=method, json=body)
+        if reply.status_code >= 400:
+            raise RuntimeError(f"{name}: {method} {path} -> {reply.status}")
+
+    return send
 
 
 def _sender(

@@ -6,7 +6,9 @@ turn: for every endpoint and concurrency, round by round, each app goes first in
 database is reset after every run that wrote. Ratios are medians of the per-round ratios with
 a bootstrap 95% interval. On PostgreSQL a second scenario holds a connection-starved pool:
 read, wait 50 ms on a simulated external service, write, with 5 connections and 64 clients,
-while a thread samples ``pg_stat_activity``.
+while a thread samples ``pg_stat_activity``. A third, on both backends, serves the three hot
+endpoints from two Quart apps under hypercorn (flask-uow's async units against a bare
+``AsyncSession``), compared with each other only.
 
     python -m benchmarks.http [--quick] [--json FILE]
 
@@ -82,6 +84,17 @@ APP_NAMES = {
 SHORT_APPS = (UOW, BARE)
 """The apps serving ``/bench/hold-short``: short units (transactions) around the wait."""
 
+QUART_UOW = "flask-uow (Quart)"
+QUART_BARE = "bare AsyncSession (Quart)"
+QUART_APPS = {
+    QUART_UOW: "benchmarks.peers.quart_uow_app:create_app()",
+    QUART_BARE: "benchmarks.peers.quart_sqlalchemy_app:create_app()",
+}
+"""The async contenders, served by hypercorn and compared with each other only."""
+APP_NAMES.update({QUART_UOW: "bench-quart-flask-uow", QUART_BARE: "bench-quart-sqlalchemy"})
+QUART_TARGET = 0.90
+"""flask-uow's Quart app serves at least 90% of the bare Quart app's requests per second."""
+
 CUSTOMERS = 1000
 SEEDED_TRANSFERS = 10_000
 INITIAL_BALANCE = 10**12
@@ -93,6 +106,9 @@ HOT_POOL_SIZE = 8
 HOLD_GUNICORN = ("-w", "1", "--threads", "64", "-k", "gthread")
 HOLD_POOL_SIZE = 5
 HOLD_CLIENTS = 64
+QUART_HYPERCORN = ("-w", "2", "-k", "asyncio")
+"""Two worker processes, like the hot gunicorn setting, each one event loop; with the same
+pool of HOT_POOL_SIZE connections per worker."""
 CONCURRENCY = (1, 8, 32, 64)
 
 
@@ -126,6 +142,8 @@ ENDPOINTS = (
     ),
     Endpoint("GET /bench/noop (no database)", False, 'return wrk.format("GET", "/bench/noop")'),
 )
+QUART_ENDPOINTS = ENDPOINTS[:3]
+"""The hot endpoints with a database: GET by id, POST transfer, GET list."""
 HOLD = Endpoint(
     "POST /bench/hold/<id>",
     True,
@@ -271,7 +289,8 @@ def free_port() -> int:
 
 
 class Server:
-    """One app under gunicorn on 127.0.0.1, in its own process group."""
+    """One app under gunicorn (or, for a Quart app, hypercorn) on 127.0.0.1, in its own
+    process group."""
 
     def __init__(
         self, name: str, url: sa.URL, gunicorn: tuple[str, ...], pool_size: int, logs: str
@@ -288,27 +307,44 @@ class Server:
             "PYTHONPATH": ROOT,
         }
         env.pop("DATABASE_URL", None)  # the ledger would prefer it to nothing; be explicit
+        quart = name in QUART_APPS
         command = [
             sys.executable,
             "-m",
-            "gunicorn",
+            "hypercorn" if quart else "gunicorn",
             *gunicorn,
             "--bind",
             f"127.0.0.1:{self.port}",
-            "--chdir",
-            ROOT,
+            *(() if quart else ("--chdir", ROOT)),
             "--log-level",
             "warning",
             "--error-logfile",
             self.log_path,
             "--graceful-timeout",
             "5",
-            APPS[name],
+            QUART_APPS[name] if quart else APPS[name],
         ]
         self.command = command
-        self.process = subprocess.Popen(
-            command, env=env, start_new_session=True, stdout=subprocess.DEVNULL
-        )
+        self.env = env
+        self.restarts = 0
+        self.start()
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as stderr:  # what the app logs goes to its log too
+            self.process = subprocess.Popen(
+                self.command,
+                env=self.env,
+                cwd=ROOT,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+
+    def restart(self) -> None:
+        self.stop()
+        self.restarts += 1
+        self.start()
+        self.wait_ready()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -342,11 +378,15 @@ class Server:
 
 @contextlib.contextmanager
 def servers(
-    url: sa.URL, gunicorn: tuple[str, ...], pool_size: int, logs: str
+    url: sa.URL,
+    gunicorn: tuple[str, ...],
+    pool_size: int,
+    logs: str,
+    names: tuple[str, ...] = tuple(APPS),
 ) -> Iterator[dict[str, Server]]:
     running: dict[str, Server] = {}
     try:
-        for name in APPS:
+        for name in names:
             running[name] = Server(name, url, gunicorn, pool_size, logs)
         for server in running.values():
             server.wait_ready()
@@ -537,34 +577,19 @@ def _run_backend(
 
     log("http: per-request costs, counted in process")
     out["costs"] = costs.measure(APPS, [e.name for e in ENDPOINTS], url, customers=CUSTOMERS)
+    out["quart_costs"] = costs.measure_quart(
+        QUART_APPS, [e.name for e in QUART_ENDPOINTS], url, customers=CUSTOMERS
+    )
     reset(engine)
 
     log(f"http: hot endpoints, gunicorn {' '.join(HOT_GUNICORN)}, pool {HOT_POOL_SIZE}")
-    turn = 0
     with servers(url, HOT_GUNICORN, HOT_POOL_SIZE, work) as running:
-        for endpoint in ENDPOINTS:
-            log(f"  {endpoint.name}")
-            script = scripts[endpoint.name]
-            if settings.warm_every_endpoint or endpoint is ENDPOINTS[0]:
-                for server in running.values():  # warm up, filling every pool
-                    run_wrk(wrk, server.base_url, script, 64, settings.warmup_seconds)
-            if endpoint.writes:
-                reset(engine)
-            cells: dict[int, dict[str, list[dict[str, Any]]]] = {}
-            for connections in settings.concurrency:
-                cells[connections] = {name: [] for name in APPS}
-                for _ in range(settings.rounds):
-                    for name in rotated(list(APPS), turn):
-                        server = running[name]
-                        outcome = run_wrk(
-                            wrk, server.base_url, script, connections, settings.seconds
-                        )
-                        cells[connections][name].append(outcome)
-                        if endpoint.writes:
-                            reset(engine)
-                    turn += 1
-            out["hot"][endpoint.name] = cells
-            _check_errors(endpoint.name, cells, running, log)
+        out["hot"] = _hot(settings, ENDPOINTS, running, engine, wrk, scripts, log)
+
+    log(f"http: Quart, hypercorn {' '.join(QUART_HYPERCORN)}, pool {HOT_POOL_SIZE}")
+    with servers(url, QUART_HYPERCORN, HOT_POOL_SIZE, work, tuple(QUART_APPS)) as running:
+        out["quart"] = _hot(settings, QUART_ENDPOINTS, running, engine, wrk, scripts, log)
+        out["quart_restarts"] = {name: server.restarts for name, server in running.items()}
 
     if engine.dialect.name != "postgresql":
         engine.dispose()
@@ -596,6 +621,82 @@ def _run_backend(
     return out
 
 
+def _hot(
+    settings: Settings,
+    endpoints: tuple[Endpoint, ...],
+    running: dict[str, Server],
+    engine: sa.Engine,
+    wrk: str,
+    scripts: dict[str, str],
+    log: Callable[[str], None],
+) -> dict[str, dict[int, dict[str, list[dict[str, Any]]]]]:
+    """{endpoint: {connections: {app: [one wrk outcome per round]}}} for the running apps."""
+    names = list(running)
+    hot: dict[str, dict[int, dict[str, list[dict[str, Any]]]]] = {}
+    turn = 0
+    quart = any(name in QUART_APPS for name in names)
+
+    def reset_after(ran: list[Server]) -> None:
+        if quart:
+            reset_quart(engine, ran, wrk, scripts, settings, log)
+        else:
+            reset(engine)
+
+    for endpoint in endpoints:
+        log(f"  {endpoint.name}")
+        script = scripts[endpoint.name]
+        if settings.warm_every_endpoint or endpoint is endpoints[0]:
+            for server in running.values():  # warm up, filling every pool
+                run_wrk(wrk, server.base_url, script, 64, settings.warmup_seconds)
+        if endpoint.writes:
+            reset_after(list(running.values()))
+        cells: dict[int, dict[str, list[dict[str, Any]]]] = {}
+        for connections in settings.concurrency:
+            cells[connections] = {name: [] for name in names}
+            for _ in range(settings.rounds):
+                for name in rotated(names, turn):
+                    server = running[name]
+                    outcome = run_wrk(wrk, server.base_url, script, connections, settings.seconds)
+                    cells[connections][name].append(outcome)
+                    if endpoint.writes:
+                        reset_after([server])
+                turn += 1
+        hot[endpoint.name] = cells
+        _check_errors(endpoint.name, cells, running, log)
+    return hot
+
+
+def reset_quart(
+    engine: sa.Engine,
+    ran: list[Server],
+    wrk: str,
+    scripts: dict[str, str],
+    settings: Settings,
+    log: Callable[[str], None],
+) -> None:
+    """``reset(engine)`` after a Quart app wrote; on SQLite, an app that keeps the file locked
+    is restarted first (and warmed up again with reads).
+
+    A safety net: when wrk stops, it drops the requests it has in flight, and a Quart request
+    cancelled in the middle of a statement on aiosqlite can leave its sqlite3 connection
+    closed but not finalized, holding the write lock for as long as the process lives (with
+    a bare AsyncSession as with flask-uow). The apps let such requests finish instead
+    (``peers._quart.FinishDisconnected``); should a lock outlive a run all the same, it would
+    stall every later run on the file, so the process holding it is replaced and counted.
+    """
+    try:
+        reset(engine)
+        return
+    except sa.exc.OperationalError as error:
+        if engine.dialect.name != "sqlite" or "locked" not in str(error.orig):
+            raise
+    for server in ran:
+        log(f"  ! {server.name} kept the SQLite file locked after wrk stopped: restarting it")
+        server.restart()
+        run_wrk(wrk, server.base_url, scripts[ENDPOINTS[0].name], 64, settings.warmup_seconds)
+    reset(engine)
+
+
 def _check_errors(
     endpoint: str,
     cells: dict[int, dict[str, list[dict[str, Any]]]],
@@ -625,17 +726,19 @@ def _interval(
     return ratio_interval([o[key] for o in a], [o[key] for o in b])
 
 
-def hot_table(endpoint: str, cells: dict[int, dict[str, list[dict[str, Any]]]]) -> str:
+def hot_table(
+    endpoint: str, cells: dict[int, dict[str, list[dict[str, Any]]]], reference: str = UOW
+) -> str:
     rows = []
     for connections, by_app in sorted(cells.items(), key=lambda kv: int(kv[0])):
-        u = by_app[UOW]
+        u = by_app[reference]
         for name, outcomes in by_app.items():
             rows.append(
                 [
-                    str(connections) if name == UOW else "",
+                    str(connections) if name == reference else "",
                     name,
                     f"{_m(outcomes, 'rps'):.0f}",
-                    "-" if name == UOW else fmt_interval(_interval(u, outcomes)),
+                    "-" if name == reference else fmt_interval(_interval(u, outcomes)),
                     f"{_m(outcomes, 'p50_ms'):.1f}",
                     f"{_m(outcomes, 'p99_ms'):.1f}",
                     str(sum(o["errors"] for o in outcomes)),
@@ -646,7 +749,7 @@ def hot_table(endpoint: str, cells: dict[int, dict[str, list[dict[str, Any]]]]) 
             f"`{endpoint}`: clients",
             "app",
             "req/s",
-            "flask-uow / this app [95% interval]",
+            f"{reference} / this app [95% interval]",
             "p50 ms",
             "p99 ms",
             "errors",
@@ -729,6 +832,61 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     return verdicts
 
 
+def quart_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(where, target with its measured figure, verdict) for the Quart apps; none in results
+    saved before they were measured."""
+    verdicts = []
+    for backend, data in results["backends"].items():
+        for endpoint, cells in data.get("quart", {}).items():
+            for connections, by_app in sorted(cells.items(), key=lambda kv: int(kv[0])):
+                interval = _interval(by_app[QUART_UOW], by_app[QUART_BARE])
+                verdicts.append(
+                    (
+                        f"Quart, {backend}, `{endpoint}`, c={connections}",
+                        f"throughput within {100 - round(100 * QUART_TARGET)}% of bare "
+                        f"AsyncSession: {fmt_interval(interval)}",
+                        verdict_at_least(interval, QUART_TARGET),
+                    )
+                )
+    return verdicts
+
+
+def quart_markdown(results: dict[str, Any]) -> str:
+    """The Quart tables, or an empty string for results saved before they were measured."""
+    parts = []
+    for backend, data in results["backends"].items():
+        if not data.get("quart"):
+            continue
+        parts.append(f"### Quart, {backend}\n")
+        restarts = {name: n for name, n in data.get("quart_restarts", {}).items() if n}
+        if restarts:
+            parts.append(
+                "Restarted after a write run left the SQLite file locked (requests that wrk "
+                "dropped in flight were cancelled mid-statement; see `reset_quart`): "
+                + ", ".join(f"{name} {n} time(s)" for name, n in restarts.items())
+                + ".\n"
+            )
+        if data.get("quart_costs"):
+            parts.append(
+                "Per request, counted (Quart's test client on one event loop; calls include "
+                "resumed coroutines, round trips under the driver):\n"
+            )
+            parts.append(costs.markdown(data["quart_costs"], QUART_BARE))
+            parts.append("")
+        for endpoint, cells in data["quart"].items():
+            parts.append(hot_table(endpoint, cells, QUART_UOW))
+            parts.append("")
+    if not parts:
+        return ""
+    parts.append("### Quart targets\n")
+    parts.append(
+        markdown_table(
+            ["where", "target: measured [95% interval]", "verdict"], quart_targets(results)
+        )
+    )
+    return "\n".join(parts) + "\n"
+
+
 def markdown(results: dict[str, Any]) -> str:
     parts = []
     for backend, data in results["backends"].items():
@@ -782,6 +940,7 @@ def main(argv: list[str] | None = None) -> int:
         QUICK if args.quick else FULL, log=lambda s: print(s, file=sys.stderr, flush=True)
     )
     print(markdown(results))
+    print(quart_markdown(results))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(results, out, indent=1)

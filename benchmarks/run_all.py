@@ -31,7 +31,7 @@ import json  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
-from benchmarks import http, overhead, plots, sqlite_concurrency  # noqa: E402
+from benchmarks import http, overhead, overhead_async, plots, sqlite_concurrency  # noqa: E402
 from benchmarks._common import (  # noqa: E402
     LOAD_FACTOR,
     MET,
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         "build/bench-quick); plots go to docs/img/ beside it, or img/ in --quick mode",
     )
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--skip-async", action="store_true", help="skip the async unit costs")
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument(
@@ -112,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.skip_overhead:
         results["overhead"] = overhead.run(overhead.QUICK if quick else overhead.FULL, log=log)
+    if not args.skip_async:
+        results["overhead_async"] = overhead_async.run(
+            overhead.QUICK if quick else overhead.FULL, log=log
+        )
     if not args.skip_sqlite:
         results["sqlite"] = sqlite_concurrency.run(
             sqlite_concurrency.QUICK if quick else sqlite_concurrency.FULL, log=log
@@ -288,6 +293,58 @@ def render(results: dict[str, Any], images: dict[str, str], out: str, command: s
             http.markdown(ht),
         ]
     parts += REPLICA_ROUTING
+    if "overhead_async" in results:
+        settings = results["overhead_async"]["settings"]
+        parts += [
+            "## 5. What an async unit of work costs: `benchmarks/overhead_async.py`",
+            "",
+            f"`python -m benchmarks.overhead_async{' --quick' if quick else ''}`: "
+            f"{settings['rounds']} paired rounds of about {settings['chunk_seconds'] * 1000:.0f}"
+            " ms of calls per contender, on one event loop. An async unit (`async with "
+            "db.unit_of_work(): await db.async_session.get(...)`) beside a bare `async with "
+            "AsyncSession(engine) as s, s.begin():` and beside Flask-SQLAlchemy-Lite's async "
+            "session used as its docs show (`SQLALCHEMY_ASYNC_ENGINES`, `db.async_session` in "
+            "an app context, `await db.async_session.commit()`, closed by the extension's "
+            "teardown, which each call runs as the end of a request would). Every contender on "
+            "its own async engine as its library's docs configure it, all with "
+            "`expire_on_commit=False` and a pool of 10.",
+            "",
+            overhead_async.markdown(results["overhead_async"]),
+        ]
+    if "http" in results and http.quart_markdown(results["http"]):
+        ht = results["http"]
+        settings = ht["settings"]
+        parts += [
+            "## 6. HTTP, async: Quart under hypercorn (`benchmarks/http.py`)",
+            "",
+            "Two Quart apps serve the ledger's three hot endpoints (`benchmarks/peers/`), "
+            "compared with each other only, not with the WSGI apps of section 3:",
+            "",
+            "- **flask-uow (Quart)**: `quart_uow_app`, an async twin of the ledger's services: "
+            "`@db.transactional(read_only=True)` async services for the reads, "
+            "`@db.transactional(retries=3)` with an `on_commit` notification for a transfer, "
+            "on the Quart app's pooled async engine (`db.init_app`);",
+            "- **bare AsyncSession (Quart)**: `quart_sqlalchemy_app`, the same endpoints with "
+            "`async with async_sessionmaker.begin()` blocks: reads on a read-only engine "
+            "(`postgresql_readonly=True`; on SQLite a deferred `BEGIN`), writes with `BEGIN "
+            "IMMEDIATE` on SQLite, SQLAlchemy's aiosqlite recipe.",
+            "",
+            "Both on the async driver flask-uow derives from the URL (aiosqlite, psycopg in its "
+            "async mode), the same SQL statements in the same order as the WSGI apps, the "
+            "ledger's request parsing, JSON shapes and error statuses, `expire_on_commit=False`; "
+            "a request whose client has gone runs to its end, as under gunicorn, rather than "
+            "being cancelled by Quart (`peers/_quart.py`: wrk drops its requests in flight at "
+            "the end of every run, and a cancelled bare `AsyncSession` has been seen to return "
+            "psycopg connections to the pool still in pipeline mode). "
+            f"hypercorn `{' '.join(http.QUART_HYPERCORN)}` on 127.0.0.1, a pool of "
+            f"{ht['hot_pool_size']} connections per worker and no overflow, on the database of "
+            f"section 3 after its runs; wrk as there (`-d {settings['seconds']}s`, "
+            f"{settings['rounds']} round(s) per cell, each app first in turn, the database "
+            "reset after every run that wrote). Target: flask-uow's app serves at least "
+            f"{round(100 * http.QUART_TARGET)}% of the bare app's requests per second.",
+            "",
+            http.quart_markdown(ht),
+        ]
     parts += closing_note(results)
     return "\n".join(parts) + "\n"
 
@@ -313,9 +370,16 @@ def closing_note(results: dict[str, Any]) -> list[str]:
     rows: list[tuple[str, str, str]] = []
     if "overhead" in results:
         rows += [(f"units, {b}", w, v) for b, w, v in overhead.targets(results["overhead"])]
+    if "overhead_async" in results:
+        rows += [
+            (f"async units, {b}", w, v)
+            for b, w, v in overhead_async.targets(results["overhead_async"])
+        ]
     if "sqlite" in results:
         what, verdict = sqlite_concurrency.target(results["sqlite"])
         rows.append(("SQLite file", what, verdict))
+    if "http" in results:
+        rows += http.quart_targets(results["http"])
     http_rows = http.targets(results["http"]) if "http" in results else []
     lines = ["## Closing note: every target with its figure", ""]
     lines.append(markdown_table(["where", "target: measured [95% interval]", "verdict"], rows))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import sqlalchemy as sa
+
 HOLD_SECONDS = 0.05
 """How long ``/bench/hold`` waits on its simulated external service."""
 
@@ -17,6 +19,19 @@ def database_url() -> str:
             "BENCH_DATABASE_URL is not set; the apps in benchmarks.peers are started by "
             "benchmarks/http.py, which creates a scratch database and sets it"
         ) from None
+
+
+ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "psycopg", "mysql": "aiomysql"}
+"""The async driver of each backend, the one flask-uow derives from the sync URL: the Quart
+apps run on the same drivers."""
+
+
+def async_database_url() -> str:
+    """``database_url()`` with the backend's async driver (psycopg serves both modes)."""
+    url = sa.make_url(database_url())
+    backend = url.get_backend_name()
+    driver = ASYNC_DRIVERS["mysql" if backend == "mariadb" else backend]
+    return url.set(drivername=f"{backend}+{driver}").render_as_string(hide_password=False)
 
 
 def engine_options() -> dict[str, Any]:
