@@ -215,15 +215,19 @@ def _psycopg_on_begin(connection: Connection) -> None:
     read_only = bool(options.get(READ_ONLY_OPTION))
     level = options.get(ISOLATION_LEVEL_OPTION)
     fairy = connection.connection
-    driver_connection: Any = fairy.dbapi_connection
+    # Read the settings from psycopg's own connection; change them through the DBAPI
+    # connection's set_*() methods, which SQLAlchemy's async adapter awaits (its read_only
+    # is a read-only property): async units then begin READ ONLY in one round trip too.
+    driver_connection: Any = fairy.driver_connection
+    setter: Any = fairy.dbapi_connection
     changed = fairy.info.setdefault(_CHANGED, {})
     try:
         if read_only:
             changed.setdefault("read_only", driver_connection.read_only)
-            driver_connection.read_only = True
+            setter.set_read_only(True)
         if level is not None:
             changed.setdefault("isolation_level", driver_connection.isolation_level)
-            driver_connection.isolation_level = _PSYCOPG_LEVELS[level]
+            setter.set_isolation_level(_PSYCOPG_LEVELS[level])
     except Exception:
         fairy.info.pop(_CHANGED, None)
         _set_transaction(connection)
@@ -255,7 +259,7 @@ def _psycopg_on_checkin(driver_connection: Any, record: ConnectionPoolEntry) -> 
         return
     try:
         for attribute, value in changed.items():
-            setattr(driver_connection, attribute, value)
+            getattr(driver_connection, f"set_{attribute}")(value)  # awaited by async adapters
     except Exception:
         record.invalidate()  # cannot be trusted with a unit's settings left on it
 
