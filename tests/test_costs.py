@@ -60,8 +60,8 @@ from .models import Base, Item
 # stays correct for chunked and streamed bodies and which the twin does not repeat, and +9 on
 # PostgreSQL is the check that a unit's transaction was not aborted by a caught error before
 # it reports a COMMIT (see docs/guide.md). Measured again across many runs, PostgreSQL's
-# figure moves between +93 and +100 with the statements psycopg has prepared by then (it
-# prepares a query on its fifth run): the budget takes the top of that range.
+# figure moves between +93 and +100 from run to run (the same code; the cause is not pinned
+# down yet): the budget takes the top of that range.
 EMPTY_UNIT_CALL_BUDGET = -64 + 5
 PRIMARY_KEY_UNIT_CALL_BUDGET = 15 + 5
 INSERT_UNIT_CALL_BUDGET = 13 + 5
