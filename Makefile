@@ -99,7 +99,6 @@ pytest-no-flask: $(STAMPNF)
 		$(VENVNF)/bin/pytest tests --ignore=tests/reliability \
 		--ignore-glob='tests/test_*flask*.py' --ignore=tests/test_docs.py \
 		--ignore=tests/test_example_otel_prometheus.py --ignore=tests/test_otel.py \
-		--deselect 'tests/test_timeouts.py::test_flask_config_keys_set_the_default_timeouts' \
 		-m 'not flask' -p no:cacheprovider -n 2 $(PYTEST_ARGS)
 
 clean:

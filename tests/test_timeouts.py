@@ -194,6 +194,7 @@ def test_a_unit_timeout_is_a_unit_of_work_error() -> None:
     assert issubclass(UnitTimeout, UnitOfWorkError)
 
 
+@pytest.mark.flask
 def test_flask_config_keys_set_the_default_timeouts(backend_url: str) -> None:
     import flask
 
