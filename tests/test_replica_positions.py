@@ -109,3 +109,17 @@ def test_init_app_with_replica_urls_installs_one_replica_set_and_its_hooks_once(
         assert len(ends) == 1
     finally:
         db.dispose()
+
+
+def test_noting_no_position_leaves_the_causal_position_as_it_was(replicas: Replicas) -> None:
+    replicas.note_position(parse_lsn("0/200"))
+    replicas.note_position(None)
+    assert replicas.current_position() == parse_lsn("0/200")
+
+
+def test_a_replica_never_probed_counts_as_infinitely_behind_and_shows_so(
+    replicas: Replicas,
+) -> None:
+    [replica] = replicas.replicas
+    assert replica.lag_now(0.0) == float("inf")
+    assert repr(replica) == f"<Replica {NOWHERE} replayed=0/0 lag=None>"

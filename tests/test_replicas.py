@@ -360,6 +360,79 @@ def test_an_unreachable_replica_is_never_an_error(primary_url: str) -> None:
         db.dispose()
 
 
+def test_a_primary_listed_as_a_replica_is_never_read_from_as_one_and_a_warning_says_so(
+    primary_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = Database(
+        primary_url,
+        metadata=Base.metadata,
+        replicas=Replicas([primary_url], probe_interval=0.0, backoff=60),
+    )
+    db.drop_all()
+    db.create_all()
+    try:
+        add(db, "kept")
+        assert read(db)[1] == ["kept"]
+        assert read(db)[1] == ["kept"]
+        assert db.replicas is not None
+        assert db.replicas.stats.reads_on_replicas == 0
+        assert db.replicas.stats.fallbacks_to_primary == 2
+        assert db.replicas.stats.probes == 1  # then left out for the back-off period
+    finally:
+        db.drop_all()
+        db.dispose()
+    assert any("is not in recovery; skipping it" in message for message in caplog.messages)
+
+
+def test_a_textual_write_counts_so_the_writer_reads_it_back_while_replay_is_paused(
+    rdb: Database, replica_admin: sa.Engine
+) -> None:
+    read(rdb)
+    with paused_replay(replica_admin):
+        with rdb.unit_of_work():
+            rdb.session.execute(sa.text("INSERT INTO uow_item (name) VALUES ('by hand')"))
+        assert parse_token(rdb.causal_token()) is not None
+        assert read(rdb)[1] == ["by hand"]
+        assert in_fresh_thread(lambda: read(rdb)) == (REPLICA_PORT, [])
+
+
+def test_a_writer_whose_commit_position_cannot_be_read_reads_the_primary_with_a_warning(
+    rdb: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse_position(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        if "pg_current_wal_insert_lsn" in statement:
+            raise RuntimeError("the primary went away")
+
+    read(rdb)
+    event.listen(rdb.engine, "before_cursor_execute", refuse_position)
+    try:
+        add(rdb, "written")  # committed: only reading its position failed
+    finally:
+        event.remove(rdb.engine, "before_cursor_execute", refuse_position)
+    assert any("could not read the primary's WAL position" in m for m in caplog.messages)
+    assert read(rdb) == (5432, ["written"])
+    assert rdb.causal_token() == "lsn:0/0"  # "unknown" never leaves this process
+
+
+def test_a_pooled_replica_connection_the_server_closed_is_replaced_before_a_unit_uses_it(
+    rdb: Database, replica_admin: sa.Engine
+) -> None:
+    add(rdb, "durable")
+    with rdb.unit_of_work(read_only=True):
+        assert rdb.session.scalar(sa.text("SELECT inet_server_port()")) == REPLICA_PORT
+        pid = rdb.session.scalar(sa.text("SELECT pg_backend_pid()"))
+    with replica_admin.connect() as connection:
+        assert connection.scalar(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        poll(
+            lambda: not connection.scalar(
+                sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+            ),
+            what="the replica backend to exit",
+        )
+    assert read(rdb) == (REPLICA_PORT, ["durable"])
+    assert rdb.replicas is not None and rdb.replicas.stats.marked_down == 0
+
+
 # -- cost ----------------------------------------------------------------------------------------
 
 
@@ -570,3 +643,12 @@ def test_flask_uow_check_reports_each_replica_and_a_pooler(
     assert "replica: postgresql+psycopg://app:***@127.0.0.1:1/none UNREACHABLE" in output
     assert "hunter2" not in output
     down.dispose()
+
+
+def test_flask_uow_check_says_when_a_replica_is_not_a_standby(primary_url: str) -> None:
+    db = Database(primary_url, replicas=[primary_url])
+    app = Flask(__name__)
+    db.init_app(app)
+    output = app.test_cli_runner().invoke(args=["uow", "check"]).output
+    assert "reachable but not a standby (not in recovery)" in output
+    db.dispose()

@@ -524,10 +524,9 @@ def _on_execute(
     info = connection.info
     if _WROTE in info:
         return
-    compiled = context.compiled if context is not None else None
-    if compiled is not None:
+    if context is not None and not context.is_text:  # a compiled Core or ORM statement
         wrote = context.isinsert or context.isupdate or context.isdelete or context.isddl
-    else:
+    else:  # sa.text() or exec_driver_sql(): only the SQL says what it does
         wrote = not statement.lstrip()[:7].upper().startswith(_READ_PREFIXES)
     if wrote:
         info[_WROTE] = True
