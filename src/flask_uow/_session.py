@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction, scoped_session
 from sqlalchemy.util import ScopedRegistry
@@ -102,20 +101,6 @@ def failed_in_commit(session: UnitSession, error: BaseException) -> bool:
         and isinstance(error, DBAPIError)
         and error.statement is None
     )
-
-
-def _connections(session: Session) -> list[Connection]:
-    transaction = session.get_transaction()
-    if transaction is None:
-        return []
-    # SessionTransaction keeps the connections it began in _connections; SQLAlchemy has no
-    # public accessor, and asking session.connection() would check one out.
-    return [entry[0] for entry in set(transaction._connections.values())]
-
-
-def holds_connection(session: Session | None) -> bool:
-    """True when the session's transaction has checked out a connection."""
-    return session is not None and bool(_connections(session))
 
 
 def transaction_aborted(session: UnitSession, *, server_check: bool) -> bool:

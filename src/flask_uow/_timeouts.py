@@ -163,8 +163,6 @@ def _show(seconds: float) -> str:
 
 def timeout_kind(error: BaseException) -> str | None:
     """``"lock"`` or ``"statement"`` when a driver error says such a timeout expired."""
-    if isinstance(error, UnitTimeout):
-        return error.kind
     if not isinstance(error, DBAPIError):
         return None
     original = error.orig
