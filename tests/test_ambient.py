@@ -188,3 +188,69 @@ def test_the_life_of_a_unit_is_recorded_in_its_state_and_outcome(db: Database) -
         assert unit.state is UnitState.ACTIVE
         db.session.execute(sa.select(1))
     assert (unit.state, unit.outcome) == (UnitState.ENDED, Outcome.READ_ONLY)
+
+
+# -- units ended in another context, and abandoned ---------------------------------------------
+
+
+def test_a_joined_unit_ended_in_a_copy_of_its_context_leaves_the_outer_unit_current(
+    db: Database, observer: sa.Engine
+) -> None:
+    with db.unit_of_work() as outer:
+        inner = db.unit_of_work()
+        inner.__enter__()
+        db.session.add(Item(name="joined"))
+        copy = contextvars.copy_context()
+        copy.run(inner.__exit__, None, None, None)
+        assert copy.run(lambda: db.current) is outer
+        assert db.current is outer
+    assert inner.outcome is Outcome.JOINED
+    assert committed_names(observer) == ["joined"]
+
+
+def test_a_unit_entered_in_a_copied_context_can_be_ended_from_the_original_one(
+    db: Database, observer: sa.Engine
+) -> None:
+    unit = db.unit_of_work()
+    copy = contextvars.copy_context()
+    copy.run(unit.__enter__)
+    copy.run(lambda: db.session.add(Item(name="entered in a copy")))
+    assert db.current is None
+    unit.__exit__(None, None, None)
+    assert unit.outcome is Outcome.COMMITTED
+    assert copy.run(lambda: db.current) is None
+    assert committed_names(observer) == ["entered in a copy"]
+
+
+def test_abandoning_a_unit_abandons_the_units_left_open_above_it_first(
+    db: Database, observer: sa.Engine
+) -> None:
+    outer = db.unit_of_work()
+    savepoint = db.unit_of_work(propagation=Propagation.NESTED)
+    ended: list[UnitState] = []
+    outer.__enter__()
+    outer.on_rollback(lambda: ended.append(savepoint.state))
+    db.session.add(Item(name="outer"))
+    savepoint.__enter__()
+    db.session.add(Item(name="savepoint"))
+    db.session.flush()
+    outer.abandon()
+    assert ended == [UnitState.ENDED]  # the savepoint ended before the outer unit rolled back
+    assert (savepoint.outcome, outer.outcome) == (Outcome.ROLLED_BACK, Outcome.ROLLED_BACK)
+    assert db.current is None
+    assert committed_names(observer) == []
+    assert checked_out(db) == 0
+
+
+def test_abandoning_an_invalidated_or_ended_unit_only_marks_it_ended(db: Database) -> None:
+    outer, inner = db.unit_of_work(), db.unit_of_work()
+    outer.__enter__()
+    inner.__enter__()
+    with pytest.raises(UnitOfWorkError):
+        outer.__exit__(None, None, None)
+    assert inner.state is UnitState.INVALIDATED
+    inner.abandon()
+    assert (inner.state, inner.outcome) == (UnitState.ENDED, Outcome.ROLLED_BACK)
+    inner.abandon()
+    outer.abandon()
+    assert (outer.state, outer.outcome) == (UnitState.ENDED, Outcome.ROLLED_BACK)

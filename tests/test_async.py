@@ -152,6 +152,42 @@ async def test_a_cancellation_during_commit_lets_the_commit_finish_then_reraises
     assert async_checked_out(adb) == 0
 
 
+async def test_a_cancellation_during_a_commit_that_fails_rolls_back_and_keeps_the_error(
+    adb: Database, observer: sa.Engine
+) -> None:
+    in_commit = asyncio.Event()
+    release = asyncio.Event()
+    units = []
+
+    def wait_in_commit(session: Session) -> None:
+        in_commit.set()
+        await_only(release.wait())
+
+    async def work() -> None:
+        async with adb.unit_of_work() as uow:
+            units.append(uow)
+            adb.session.add(Item(name="taken"))  # flushed by COMMIT, which fails
+
+    async with adb.unit_of_work():
+        adb.session.add(Item(name="taken"))
+    event.listen(adb.session_class, "before_commit", wait_in_commit)
+    try:
+        task = asyncio.create_task(work())
+        await in_commit.wait()
+        task.cancel()
+        await asyncio.sleep(0)
+        assert not task.done()
+        release.set()
+        with pytest.raises(asyncio.CancelledError) as raised:
+            await task
+    finally:
+        event.remove(adb.session_class, "before_commit", wait_in_commit)
+    assert isinstance(raised.value.__context__, sa.exc.IntegrityError)
+    assert units[0].outcome is Outcome.ROLLED_BACK
+    assert committed_names(observer) == ["taken"]
+    assert async_checked_out(adb) == 0
+
+
 async def test_a_failing_commit_rolls_back_and_raises_the_error(
     adb: Database, observer: sa.Engine
 ) -> None:
@@ -198,6 +234,44 @@ async def test_the_session_is_refused_after_the_unit_ends(adb: Database) -> None
         pass
     with pytest.raises(UnitOfWorkError, match="ended"):
         uow.session  # noqa: B018
+
+
+async def test_the_async_session_is_refused_after_the_unit_ends(adb: Database) -> None:
+    async with adb.unit_of_work() as uow:
+        pass
+    with pytest.raises(UnitOfWorkError, match="ended"):
+        uow.async_session  # noqa: B018
+
+
+async def test_the_async_session_of_a_unit_without_a_transaction_says_how_to_open_one(
+    adb: Database,
+) -> None:
+    async with adb.unit_of_work(propagation=Propagation.SUPPORTS) as uow:
+        with pytest.raises(NoActiveUnitOfWork, match="propagation=SUPPORTS has no unit"):
+            uow.async_session  # noqa: B018
+
+
+def test_async_with_outside_an_asyncio_task_is_refused_and_names_with(db: Database) -> None:
+    # As under another event loop (trio): the coroutine runs, but no asyncio task runs it.
+    entering = db.unit_of_work().__aenter__()
+    with pytest.raises(UnitOfWorkError, match="needs a running asyncio task"):
+        entering.send(None)
+    assert db.current is None
+
+
+def test_an_async_unit_cannot_join_the_sync_unit_of_its_thread(
+    db: Database, observer: sa.Engine
+) -> None:
+    async def service() -> None:
+        async with db.unit_of_work():
+            pass
+
+    with db.unit_of_work():
+        db.session.add(Item(name="sync"))
+        with pytest.raises(UnitOfWorkError, match="REQUIRES_NEW") as raised:
+            asyncio.run(service())
+    assert "cannot join the synchronous unit" in str(raised.value)
+    assert committed_names(observer) == ["sync"]
 
 
 async def test_commit_rollback_and_close_of_the_unit_session_are_refused(adb: Database) -> None:

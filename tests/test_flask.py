@@ -119,6 +119,21 @@ def test_a_request_that_touches_no_table_opens_no_connection(
     assert checkouts == []
 
 
+def test_a_request_for_an_unknown_url_answers_404_through_async_hooks_and_opens_no_unit(
+    per_request_app: Flask, db: Database
+) -> None:
+    seen: list[object] = []
+
+    @per_request_app.before_request
+    async def note_the_unit() -> None:
+        seen.append(db.current)
+
+    assert per_request_app.test_client().get("/no/such/page").status_code == 404
+    assert seen == [None]  # the hook ran in its own loop, outside the request's sync unit
+    with per_request_app.app_context():
+        assert checked_out(db) == 0
+
+
 def test_service_units_join_the_request_unit(per_request_app: Flask) -> None:
     assert per_request_app.test_client().get("/same-session").get_json() == {"same": True}
 
@@ -215,6 +230,14 @@ def test_an_unregistered_app_is_named_in_the_error(db: Database) -> None:
     with Flask("stranger").app_context():
         with pytest.raises(UnitOfWorkError, match="'stranger' is not registered.*init_app"):
             db.engine  # noqa: B018
+
+
+def test_an_unregistered_app_uses_the_database_url_when_it_has_one(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'plain.db'}")
+    db.init_app(make_app(f"sqlite:///{tmp_path / 'app.db'}", per_request=False))
+    with Flask("stranger").app_context():
+        assert db.engine.url.database == str(tmp_path / "plain.db")
+    db.dispose()
 
 
 def test_registering_an_app_twice_is_refused(db: Database) -> None:

@@ -194,3 +194,49 @@ def test_an_async_unit_leaked_by_an_async_before_request_hook_is_rolled_back_in_
         assert app.test_client().get("/").status_code == 200
     assert committed_names(observer) == []
     next(app_iterator, None)
+
+
+def test_a_head_request_to_an_async_method_view_with_only_get_runs_in_the_request_unit(
+    app: Flask, db: Database
+) -> None:
+    class Count(MethodView):
+        async def get(self) -> str:
+            return str(await db.async_session.scalar(sa.select(sa.func.count(Item.id))))
+
+    app.add_url_rule("/count", view_func=Count.as_view("count"))
+    client = app.test_client()
+    assert client.head("/count").status_code == 200
+    assert client.get("/count").text == "0"
+
+
+def test_an_async_teardown_appcontext_function_runs_after_the_request(app: Flask) -> None:
+    ended: list[str] = []
+
+    @app.teardown_appcontext
+    async def note(error: BaseException | None) -> None:
+        ended.append("app context")
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    assert app.test_client().get("/").status_code == 200
+    assert ended == ["app context"]
+
+
+@pytest.mark.anyio
+async def test_outside_an_app_context_async_units_run_on_the_database_url(
+    backend_url: str, observer: sa.Engine, anyio_backend: str
+) -> None:
+    db = Database(backend_url, metadata=Base.metadata)
+    db.init_app(Flask(__name__))
+    db.drop_all()
+    db.create_all()
+    try:
+        async with db.unit_of_work():
+            db.session.add(Item(name="no app context"))
+        assert committed_names(observer) == ["no app context"]
+    finally:
+        db.drop_all()
+        await db.dispose_async()
+        db.dispose()

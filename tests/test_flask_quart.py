@@ -14,11 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
+from flask import Flask
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
-from quart import Quart
+from quart import Quart, Response
 
-from flask_uow import Database, UnitOfWorkWarning
+from flask_uow import Database, UnitOfWorkError, UnitOfWorkWarning
 
 from .conftest import committed_names
 from .models import Base, Item
@@ -176,3 +177,130 @@ def test_the_cli_reports_the_database(app: Quart) -> None:
     result = app.test_cli_runner().invoke(args=["uow", "check"])
     assert result.exit_code == 0, result.output
     assert "backend:" in result.output
+
+
+# -- registering ---------------------------------------------------------------------------------
+
+
+def test_registering_a_quart_app_twice_is_refused(db: Database) -> None:
+    app = Quart(__name__)
+    app.config["UOW_DATABASE_URL"] = "sqlite://"
+    db.init_app(app)
+    with pytest.raises(UnitOfWorkError, match="Call init_app once per app"):
+        db.init_app(app)
+
+
+def test_a_database_attached_to_a_flask_app_refuses_a_quart_app(db: Database) -> None:
+    flask_app = Flask(__name__)
+    flask_app.config["UOW_DATABASE_URL"] = "sqlite://"
+    db.init_app(flask_app)
+    quart_app = Quart(__name__)
+    quart_app.config["UOW_DATABASE_URL"] = "sqlite://"
+    with pytest.raises(UnitOfWorkError, match="already attached to another framework"):
+        db.init_app(quart_app)
+
+
+@pytest.mark.anyio
+async def test_uow_session_options_of_a_quart_app_shape_its_units_sessions(
+    backend_url: str, anyio_backend: str
+) -> None:
+    db = Database(metadata=Base.metadata)
+    app = Quart(__name__)
+    app.config.update(UOW_DATABASE_URL=backend_url, UOW_SESSION_OPTIONS={"autoflush": False})
+    db.init_app(app)
+    async with app.app_context():
+        async with db.unit_of_work() as uow:
+            assert uow.session.autoflush is False
+    await db.dispose_async()
+    db.dispose()
+
+
+def test_quart_apps_sharing_a_database_with_different_session_options_are_refused(
+    db: Database,
+) -> None:
+    first, second = Quart("first"), Quart("second")
+    first.config.update(UOW_DATABASE_URL="sqlite://", UOW_SESSION_OPTIONS={"autoflush": False})
+    second.config.update(UOW_DATABASE_URL="sqlite://", UOW_SESSION_OPTIONS={"autoflush": True})
+    db.init_app(first)
+    with pytest.raises(UnitOfWorkError, match="pass session_options to Database"):
+        db.init_app(second)
+
+
+@pytest.mark.anyio
+async def test_outside_a_quart_app_context_units_run_on_the_database_url(
+    backend_url: str, observer: sa.Engine, anyio_backend: str
+) -> None:
+    db = Database(backend_url, metadata=Base.metadata)
+    app = Quart(__name__)
+    app.config["UOW_DATABASE_URL"] = backend_url
+    db.init_app(app)
+    db.drop_all()
+    db.create_all()
+    try:
+        with db.unit_of_work():
+            db.session.add(Item(name="sync, no app context"))
+        async with db.unit_of_work():
+            db.session.add(Item(name="async, no app context"))
+        assert committed_names(observer) == ["async, no app context", "sync, no app context"]
+    finally:
+        db.drop_all()
+        await db.dispose_async()
+        db.dispose()
+
+
+# -- the request's unit when after_request hooks do not all run --------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("propagate", [False, True], ids=["500", "propagated"])
+async def test_an_after_request_hook_that_raises_rolls_the_request_back(
+    app: Quart, db: Database, observer: sa.Engine, anyio_backend: str, propagate: bool
+) -> None:
+    app.config["PROPAGATE_EXCEPTIONS"] = propagate
+
+    @app.post("/items/<name>")
+    async def add(name: str) -> str:
+        db.session.add(Item(name=name))
+        await db.async_session.flush()
+        return "created"
+
+    @app.after_request  # registered after init_app: runs before the request's unit ends
+    async def fail(response: Response) -> Response:
+        raise Boom
+
+    async with app.test_app():
+        if propagate:
+            with pytest.raises(Boom):
+                await app.test_client().post("/items/lost")
+        else:
+            assert (await app.test_client().post("/items/lost")).status_code == 500
+    assert committed_names(observer) == []
+
+
+@pytest.mark.anyio
+async def test_a_sync_unit_leaked_by_a_view_is_rolled_back_with_a_warning(
+    db: Database, backend_url: str, observer: sa.Engine, anyio_backend: str
+) -> None:
+    app = Quart(__name__)
+    app.config.update(UOW_DATABASE_URL=backend_url, UOW_PER_REQUEST=False)
+    db.init_app(app)
+
+    @app.post("/leak")
+    async def leak() -> str:
+        db.unit_of_work().__enter__()  # never exited
+        db.session.add(Item(name="leaked"))
+        db.session.flush()
+        return "ok"
+
+    async with app.test_app():
+        async with app.app_context():
+            db.drop_all()
+            db.create_all()
+        try:
+            with pytest.warns(UnitOfWorkWarning, match="test_flask_quart.py"):
+                response = await app.test_client().post("/leak")
+            assert response.status_code == 200
+            assert committed_names(observer) == []
+        finally:
+            async with app.app_context():
+                db.drop_all()

@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from flask_uow import Database, Propagation, UnitOfWorkError, UnitOfWorkWarning
 
-from .conftest import committed_names
+from .conftest import checked_out, committed_names
 from .models import Base, Item
 
 
@@ -211,6 +211,32 @@ def test_a_unit_leaked_in_a_view_without_per_request_units_is_rolled_back_at_tea
         db.dispose()
 
 
+@pytest.mark.parametrize("propagate", [False, True], ids=["500", "propagated"])
+def test_an_after_request_hook_that_raises_rolls_the_request_back(
+    app: Flask, db: Database, observer: sa.Engine, propagate: bool
+) -> None:
+    app.config["PROPAGATE_EXCEPTIONS"] = propagate
+
+    @app.post("/items/<name>")
+    def add(name: str) -> str:
+        db.session.add(Item(name=name))
+        db.session.flush()
+        return "created"
+
+    @app.after_request  # registered after init_app: runs before the request's unit ends
+    def fail(response: WerkzeugResponse) -> WerkzeugResponse:
+        raise NotLoggedIn
+
+    if propagate:
+        with pytest.raises(NotLoggedIn):
+            app.test_client().post("/items/lost")
+    else:
+        assert app.test_client().post("/items/lost").status_code == 500
+    assert committed_names(observer) == []
+    with app.app_context():
+        assert checked_out(db) == 0
+
+
 # -- configuration ----------------------------------------------------------------------------
 
 
@@ -232,6 +258,18 @@ def test_conflicting_uow_and_sqlalchemy_urls_are_refused(tmp_path: Path) -> None
         SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'two.db'}",
     )
     with pytest.raises(UnitOfWorkError, match="remove SQLALCHEMY_DATABASE_URI"):
+        Database().init_app(app)
+
+
+def test_sqlalchemy_binds_are_refused_with_the_way_to_use_several_databases(
+    tmp_path: Path,
+) -> None:
+    app = Flask(__name__)
+    app.config.update(
+        UOW_DATABASE_URL=f"sqlite:///{tmp_path / 'main.db'}",
+        SQLALCHEMY_BINDS={"users": f"sqlite:///{tmp_path / 'users.db'}"},
+    )
+    with pytest.raises(UnitOfWorkError, match="make one Database per database"):
         Database().init_app(app)
 
 

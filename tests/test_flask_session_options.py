@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from flask_uow import Database
+from flask_uow import Database, UnitOfWorkError
 
 from .conftest import checked_out
 from .models import Base, Item
@@ -58,3 +58,14 @@ def test_invalid_uow_session_options_are_refused_at_init_app_by_name(
 
     with pytest.raises(ValueError, match=named):
         db.init_app(app)
+
+
+def test_apps_sharing_a_database_with_different_session_options_are_refused() -> None:
+    db = Database()
+    first = _app("sqlite://", UOW_SESSION_OPTIONS={"autoflush": False})
+    same = _app("sqlite://", UOW_SESSION_OPTIONS={"autoflush": False})
+    other = _app("sqlite://", UOW_SESSION_OPTIONS={"autoflush": True})
+    db.init_app(first)
+    db.init_app(same)  # the same options: fine
+    with pytest.raises(UnitOfWorkError, match="pass session_options to Database"):
+        db.init_app(other)

@@ -11,7 +11,7 @@ import flask
 import pytest
 import sqlalchemy as sa
 
-from flask_uow import Database
+from flask_uow import Database, UnitOfWorkError
 
 from .models import Base, Item
 
@@ -158,3 +158,38 @@ def test_the_warning_goes_to_the_flask_uow_logger_at_warning_level(
     [record] = [r for r in caplog.records if "idle in a transaction" in r.getMessage()]
     assert record.levelno == logging.WARNING
     assert "and 1 more time" in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(False, None), (0, None), (True, 100.0), (40, 40.0)],
+    ids=["False", "0", "True", "ms"],
+)
+def test_uow_warn_idle_ms_turns_the_warning_off_on_or_to_a_threshold(
+    value: object, expected: float | None
+) -> None:
+    db = Database()
+    app = flask.Flask(__name__)
+    app.config.update(UOW_DATABASE_URL="sqlite://", UOW_WARN_IDLE_MS=value)
+    app.debug = True
+    db.init_app(app)
+    assert db.warn_idle_ms == expected
+
+
+@pytest.mark.parametrize("value", ["100ms", -1, [50]], ids=["text", "negative", "list"])
+def test_a_uow_warn_idle_ms_that_is_not_milliseconds_is_refused_naming_the_key(
+    value: object,
+) -> None:
+    app = flask.Flask(__name__)
+    app.config.update(UOW_DATABASE_URL="sqlite://", UOW_WARN_IDLE_MS=value)
+    with pytest.raises(UnitOfWorkError, match="UOW_WARN_IDLE_MS takes milliseconds"):
+        Database().init_app(app)
+
+
+@pytest.mark.parametrize("threshold", [0, -5, float("nan")])
+def test_warn_idle_refuses_a_threshold_that_is_not_a_positive_number(threshold: float) -> None:
+    db = Database("sqlite://")
+    with pytest.raises(ValueError, match="positive number of milliseconds"):
+        db.warn_idle(threshold)
+    assert db.warn_idle_ms is None
+    assert db.runtime.observers == ()

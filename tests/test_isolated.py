@@ -174,6 +174,14 @@ def test_isolation_level_of_a_unit_is_ignored_inside_isolated(db: Database) -> N
         assert visible_texts(db) == ["before", "serializable"]
 
 
+def test_a_unit_inside_isolated_runs_on_the_engine_of_the_held_connection(db: Database) -> None:
+    with isolated(db) as connection:
+        with db.unit_of_work() as outer:
+            with db.unit_of_work() as joined:
+                assert outer.engine is connection.engine is db.engine
+                assert joined.engine is None  # a joined unit runs on its outer unit's engine
+
+
 def test_yielded_connection_sees_what_units_committed(db: Database) -> None:
     with isolated(db) as connection:
         add_note(db, "committed")

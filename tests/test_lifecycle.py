@@ -181,6 +181,25 @@ def test_ending_the_session_by_hand_inside_a_unit_raises_and_names_the_fix(
     assert checked_out(db) == 0
 
 
+def test_a_session_of_the_session_class_made_by_hand_commits_and_closes_as_usual(
+    db: Database, observer: sa.Engine
+) -> None:
+    session = db.session_class(bind=db.engine)
+    session.add(Item(name="by hand"))
+    session.commit()
+    session.close()
+    assert committed_names(observer) == ["by hand"]
+    assert checked_out(db) == 0
+
+
+def test_a_units_repr_shows_its_kind_state_and_propagation(db: Database) -> None:
+    unit = db.unit_of_work()
+    assert repr(unit) == "<UnitOfWork not entered new propagation=REQUIRED>"
+    with unit:
+        assert repr(unit) == "<UnitOfWork outermost active propagation=REQUIRED>"
+    assert repr(unit) == "<UnitOfWork outermost ended propagation=REQUIRED>"
+
+
 def test_a_unit_cannot_be_entered_twice(db: Database) -> None:
     unit = db.unit_of_work()
     with unit:

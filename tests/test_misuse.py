@@ -4,12 +4,12 @@ session options flask-uow cannot honour."""
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
 
-from flask_uow import Database, UnitOfWorkError
+from flask_uow import Database, SessionProxy, UnitOfWorkError
 
 from .conftest import checked_out, committed_names
 from .models import Item
@@ -123,3 +123,59 @@ def test_session_options_reach_every_units_session(
     finally:
         Item.metadata.drop_all(db.engine)
         db.dispose()
+
+
+# -- the db.session proxy ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call", ["remove", "registry.clear"])
+def test_removing_the_session_proxy_is_refused_and_says_it_is_not_needed(
+    db: Database, call: str
+) -> None:
+    target: Any = db.session
+    for name in call.split("."):
+        target = getattr(target, name)
+    with db.unit_of_work():
+        with pytest.raises(UnitOfWorkError, match="not needed") as raised:
+            target()
+        assert db.session.execute(sa.select(1)).scalar() == 1  # the unit's session is intact
+    assert "each unit of work closes its own session" in str(raised.value)
+
+
+def test_configuring_the_session_proxy_is_refused_and_names_where_options_go(
+    db: Database,
+) -> None:
+    proxy = cast(SessionProxy, db.session)
+    with pytest.raises(UnitOfWorkError, match="UOW_SESSION_OPTIONS"):
+        proxy.configure(autoflush=False)
+
+
+def test_the_session_proxy_cannot_be_pointed_at_another_session(db: Database) -> None:
+    other = db.session_class(bind=db.engine)
+    proxy = cast(SessionProxy, db.session)
+    with pytest.raises(UnitOfWorkError, match="cannot be set"):
+        proxy.registry.set(other)
+    other.close()
+
+
+def test_calling_a_stored_session_proxy_gives_the_units_session_and_takes_no_new_options(
+    db: Database,
+) -> None:
+    proxy = cast(SessionProxy, db.session)  # stored outside any unit, as factory_boy does
+    with db.unit_of_work() as uow:
+        assert proxy() is uow.session
+        with pytest.raises(sa.exc.InvalidRequestError, match="no new arguments"):
+            proxy(autoflush=False)
+
+
+def test_the_session_proxy_repr_works_with_no_unit_active(db: Database) -> None:
+    assert repr(db.session) == "<SessionProxy: the current unit of work's session>"
+
+
+@pytest.mark.parametrize("propagation", ["NESTED", 1, None])
+def test_a_propagation_that_is_not_a_member_is_refused_by_name(
+    db: Database, propagation: Any
+) -> None:
+    with pytest.raises(TypeError, match="flask_uow.Propagation member") as raised:
+        db.unit_of_work(propagation=propagation)
+    assert repr(propagation) in str(raised.value)

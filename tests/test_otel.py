@@ -58,6 +58,16 @@ def telemetry(db: Database) -> Iterator[Telemetry]:
     tracer_provider.shutdown()
 
 
+@pytest.fixture
+def telemetry_providers() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    """A tracer provider that keeps finished spans in memory, for a Database made in a test."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
 def attributes(span: ReadableSpan) -> dict[str, Any]:
     return dict(span.attributes or {})
 
@@ -278,3 +288,68 @@ def test_with_the_api_alone_units_run_and_no_span_is_made_current(db: Database) 
     finally:
         flask_uow.otel.uninstrument(db)
     assert db.stats.committed == 1 and db.stats.rolled_back == 1
+
+
+def test_a_unit_ended_by_set_rollback_is_rolled_back_without_an_error_status(
+    db: Database, telemetry: Telemetry
+) -> None:
+    with db.unit_of_work() as uow:
+        db.session.add(Item(name="undone"))
+        uow.set_rollback()
+    [span] = telemetry.finished()
+    assert attributes(span)["flask_uow.outcome"] == "rolled_back"
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.events == ()
+
+
+def test_instrumenting_again_sends_spans_to_the_new_providers_only(
+    db: Database, telemetry: Telemetry
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    flask_uow.otel.instrument(db, tracer_provider=provider)
+    with db.unit_of_work():
+        pass
+    assert telemetry.finished() == []
+    assert len(exporter.get_finished_spans()) == 1
+    provider.shutdown()
+
+
+def test_uninstrument_leaves_the_idle_warning_in_place(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    db.warn_idle(1)
+    flask_uow.otel.instrument(db, tracer_provider=TracerProvider())
+    flask_uow.otel.uninstrument(db)
+    assert not flask_uow.otel.is_instrumented(db)
+    with db.unit_of_work():
+        db.session.execute(sa.select(Item)).all()
+        time.sleep(0.02)  # idle in the transaction, longer than the 1 ms threshold
+    assert any("idle in a transaction" in message for message in caplog.messages)
+    db.warn_idle(None)
+
+
+def test_a_per_request_units_span_says_which_request_opened_it(
+    backend_url: str, telemetry_providers: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    import flask
+
+    provider, exporter = telemetry_providers
+    db = Database(metadata=Item.metadata)
+    app = flask.Flask(__name__)
+    app.config.update(UOW_DATABASE_URL=backend_url, UOW_PER_REQUEST=True)
+    db.init_app(app)
+    flask_uow.otel.instrument(db, tracer_provider=provider)
+    app.get("/accounts/<int:number>")(lambda number: str(number))
+    client = app.test_client()
+    try:
+        assert client.get("/accounts/1").status_code == 200
+        assert client.get("/accounts/2").status_code == 200
+    finally:
+        flask_uow.otel.uninstrument(db)
+        db.dispose()
+    first, second = exporter.get_finished_spans()
+    assert first.name == second.name == "uow unit"  # the path is not in the name: bounded
+    assert attributes(first)["flask_uow.opened_at"] == "the per-request unit of GET /accounts/1"
+    assert attributes(second)["flask_uow.opened_at"] == "the per-request unit of GET /accounts/2"

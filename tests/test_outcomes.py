@@ -147,6 +147,27 @@ def test_a_caught_statement_error_inside_nested_lets_the_outer_unit_commit(
     assert committed_names(observer) == ["outer"]
 
 
+def test_a_caught_flush_failure_inside_nested_undoes_its_savepoint_and_the_outer_unit_commits(
+    db: Database, observer: sa.Engine
+) -> None:
+    with db.unit_of_work():
+        db.session.add(Item(name="taken"))
+    with db.unit_of_work():
+        db.session.add(Item(name="outer"))
+        with pytest.raises(UnexpectedRollback, match="savepoint was rolled back"):
+            with db.unit_of_work(propagation=Propagation.NESTED) as nested:
+                db.session.add(Item(name="inner"))
+                db.session.add(Item(name="taken"))
+                try:
+                    db.session.flush()
+                except sa.exc.IntegrityError:
+                    pass
+        assert nested.outcome is Outcome.DOOMED
+        db.session.add(Item(name="after"))
+    assert committed_names(observer) == ["after", "outer", "taken"]
+    assert checked_out(db) == 0
+
+
 # -- commit outcome unknown -------------------------------------------------------------------
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import ast
+import base64
 import datetime as dt
-from collections.abc import Iterable, Iterator
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from sqlalchemy import String
+from sqlalchemy import LargeBinary, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from werkzeug.exceptions import NotFound
 
@@ -393,6 +397,140 @@ def test_keyset_reads_one_page_with_one_query(db: Database) -> None:
         statements.clear()
         page.next()
     assert len(statements) == 1
+
+
+class EventBase(DeclarativeBase):
+    pass
+
+
+class QueryEvent(EventBase):
+    """Rows with keyset columns of every type a cursor can carry (and two it cannot)."""
+
+    __tablename__ = "uow_query_event"
+    __table_args__ = (UniqueConstraint("day", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[dt.date]
+    at: Mapped[dt.time]
+    amount: Mapped[Decimal] = mapped_column(Numeric(10, 2))
+    uid: Mapped[uuid.UUID] = mapped_column(unique=True)
+    note: Mapped[str | None] = mapped_column(String(20))
+    blob: Mapped[bytes] = mapped_column(LargeBinary(16))
+
+
+EVENTS = sa.select(QueryEvent)
+
+
+@pytest.fixture
+def events(backend_url: str) -> Iterator[Database]:
+    """A Database with 12 events, whose (day, at), amount and uid orders all differ from id's."""
+    database = Database(backend_url, metadata=EventBase.metadata)
+    database.drop_all()
+    database.create_all()
+    with database.unit_of_work():
+        database.session.add_all(
+            QueryEvent(
+                id=n,
+                day=dt.date(2024, 1, 1) + dt.timedelta(days=(n * 5) % 12 // 3),
+                at=dt.time(8 + (n * 5) % 3, 30),
+                amount=Decimal(n * 7 % 12) + Decimal("0.25"),
+                uid=uuid.UUID(int=(n * 7919) % 104729),
+                note=None,
+                blob=bytes([n]),
+            )
+            for n in range(1, 13)
+        )
+    yield database
+    database.drop_all()
+    database.dispose()
+
+
+def event_ids(db: Database, order_by: Sequence[Any], per_page: int = 5) -> list[int]:
+    """Every event id, following next_cursor page after page."""
+    seen: list[int] = []
+    after = None
+    while True:
+        with db.unit_of_work(read_only=True):
+            page = db.paginate_keyset(EVENTS, order_by=order_by, after=after, per_page=per_page)
+        seen.extend(event.id for event in page.items)
+        if not page.has_next:
+            return seen
+        after = page.next_cursor
+
+
+def test_keyset_cursors_carry_date_time_decimal_and_uuid_values(events: Database) -> None:
+    with events.unit_of_work(read_only=True):
+        rows = events.session.scalars(EVENTS).all()
+    expected = [
+        row.id for row in sorted(rows, key=lambda r: (r.day, r.at, r.amount, r.uid, r.id))
+    ]
+    order_by = [QueryEvent.day, QueryEvent.at, QueryEvent.amount, QueryEvent.uid, QueryEvent.id]
+    assert event_ids(events, order_by) == expected
+
+
+def test_keyset_accepts_a_unique_column_alone_as_the_ordering(events: Database) -> None:
+    with events.unit_of_work(read_only=True):
+        rows = events.session.scalars(EVENTS).all()
+    expected = [row.id for row in sorted(rows, key=lambda r: r.uid)]
+    assert event_ids(events, [QueryEvent.uid.desc()]) == expected[::-1]
+
+
+def test_keyset_accepts_the_columns_of_a_unique_constraint_as_the_ordering(
+    events: Database,
+) -> None:
+    with events.unit_of_work(read_only=True):
+        rows = events.session.scalars(EVENTS).all()
+    expected = [row.id for row in sorted(rows, key=lambda r: (r.day, r.at))]
+    assert event_ids(events, [QueryEvent.day, QueryEvent.at]) == expected
+
+
+def test_keyset_refuses_part_of_a_unique_constraint_as_the_ordering(events: Database) -> None:
+    with events.unit_of_work(read_only=True), pytest.raises(ValueError, match="identify a row"):
+        events.paginate_keyset(EVENTS, order_by=[QueryEvent.day])
+
+
+def test_keyset_refuses_a_null_key_in_a_row_and_names_the_column(events: Database) -> None:
+    with events.unit_of_work(read_only=True), pytest.raises(ValueError) as raised:
+        events.paginate_keyset(EVENTS, order_by=[QueryEvent.note, QueryEvent.id], per_page=2)
+    assert "NULL in the order_by column" in str(raised.value) and "note" in str(raised.value)
+
+
+def test_keyset_refuses_a_key_type_a_cursor_cannot_carry_and_lists_those_it_can(
+    events: Database,
+) -> None:
+    with events.unit_of_work(read_only=True), pytest.raises(ValueError) as raised:
+        events.paginate_keyset(EVENTS, order_by=[QueryEvent.blob, QueryEvent.id], per_page=2)
+    assert "cannot put a bytes value" in str(raised.value) and "UUID" in str(raised.value)
+
+
+def test_keyset_refuses_nulls_first_orderings(db: Database) -> None:
+    with db.unit_of_work(read_only=True), pytest.raises(ValueError, match="NULLS FIRST"):
+        db.paginate_keyset(BY_ID, order_by=[QueryPost.id.asc().nulls_first()])
+
+
+def test_keyset_refuses_order_by_items_that_are_not_columns(db: Database) -> None:
+    with db.unit_of_work(read_only=True), pytest.raises(ValueError, match="must be columns"):
+        db.paginate_keyset(BY_ID, order_by=["id"])
+
+
+@pytest.mark.parametrize("value", [{"bogus": "1"}, {"date": 20240101}, [1, 2]])
+def test_a_keyset_cursor_with_a_tampered_value_is_not_found(db: Database, value: object) -> None:
+    with db.unit_of_work(read_only=True):
+        cursor = db.paginate_keyset(BY_ID, order_by=[QueryPost.id], per_page=5).next_cursor
+        assert cursor is not None
+        fingerprint, _ = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        tampered = base64.urlsafe_b64encode(json.dumps([fingerprint, [value]]).encode()).decode()
+        with pytest.raises(NotFound):
+            db.paginate_keyset(BY_ID, order_by=[QueryPost.id], after=tampered)
+
+
+@pytest.mark.parametrize("query", ["page=abc", "per_page=x"])
+def test_a_bad_page_in_the_query_string_falls_back_to_the_default_without_error_out(
+    db: Database, query: str
+) -> None:
+    with Flask(__name__).test_request_context(f"/posts?{query}"), db.unit_of_work(read_only=True):
+        page = db.paginate(BY_ID, error_out=False)
+    assert (page.page, page.per_page, ids(page)) == (1, 20, list(range(1, 21)))
 
 
 # -- no Flask in the core ----------------------------------------------------------------

@@ -10,9 +10,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from flask_uow import Database, UnitOfWorkError, UnitTimeout
+from flask_uow import Database, Propagation, UnitOfWorkError, UnitTimeout
 
-from .conftest import checked_out
+from .conftest import checked_out, committed_names
 from .models import Item
 
 pytestmark = pytest.mark.serial  # counts the transactions open on the server
@@ -182,6 +182,72 @@ def test_other_errors_of_a_unit_with_timeouts_pass_through_unchanged(db: Databas
     with pytest.raises(sa.exc.IntegrityError):
         with db.unit_of_work(lock_timeout=1):
             db.session.add_all([Item(name="twin"), Item(name="twin")])
+
+
+def test_a_lock_error_in_a_unit_with_only_a_statement_timeout_is_retried_as_usual(
+    db: Database, observer: sa.Engine
+) -> None:
+    attempts: list[int] = []
+
+    @db.transactional(statement_timeout=5, retries=1)
+    def busy() -> None:
+        attempts.append(1)
+        db.session.add(Item(name=f"attempt {len(attempts)}"))
+        db.session.flush()
+        db.session.execute(sa.select(Item)).all()
+        if len(attempts) == 1:  # what SQLite says when its busy timeout expires
+            raise sa.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+
+    busy()
+    assert len(attempts) == 2
+    assert committed_names(observer) == ["attempt 2"]
+
+
+def test_a_statement_timeout_the_unit_did_not_set_raises_the_driver_error_unchanged(
+    db: Database, backend_name: str
+) -> None:
+    if backend_name == "sqlite":
+        pytest.skip("SQLite has no statement timeout")
+    add_row(db)
+    with pytest.raises(sa.exc.DBAPIError) as raised:
+        with db.unit_of_work(lock_timeout=5):
+            if backend_name == "postgresql":
+                db.session.execute(sa.text("SET LOCAL statement_timeout = '100ms'"))
+                db.session.execute(sa.text("SELECT pg_sleep(2)"))
+            else:
+                limited = "SET STATEMENT max_statement_time=0.1 FOR SELECT SLEEP(2) FROM uow_item"
+                db.session.execute(sa.text(limited)).all()
+    assert not isinstance(raised.value, UnitTimeout)
+    assert "statement" in str(raised.value.orig)  # the server's own words about its timeout
+    assert checked_out(db) == 0
+
+
+def test_the_timeout_of_an_inner_unit_passes_through_the_outer_unit_unchanged(
+    db: Database, observer: sa.Engine, backend_name: str
+) -> None:
+    add_row(db)
+    with row_locked_elsewhere(observer, backend_name):
+        with pytest.raises(UnitTimeout) as raised:
+            with db.unit_of_work(read_only=True, lock_timeout=30):
+                db.session.execute(sa.select(Item)).all()
+                with db.unit_of_work(propagation=Propagation.REQUIRES_NEW, lock_timeout=0.1):
+                    db.session.execute(sa.update(Item).values(name="mine"))
+    assert "lock_timeout (100 ms)" in str(raised.value)
+    assert checked_out(db) == 0
+
+
+def test_savepoints_inside_a_unit_with_timeouts_roll_back_and_release_as_usual(
+    db: Database, observer: sa.Engine
+) -> None:
+    with db.unit_of_work(lock_timeout=5, statement_timeout=5):
+        db.session.add(Item(name="outer"))
+        with pytest.raises(sa.exc.IntegrityError):
+            with db.unit_of_work(propagation=Propagation.NESTED):
+                db.session.add(Item(name="outer"))
+                db.session.flush()
+        with db.unit_of_work(propagation=Propagation.NESTED):
+            db.session.add(Item(name="inner"))
+    assert committed_names(observer) == ["inner", "outer"]
 
 
 @pytest.mark.parametrize("bad", [-1, float("nan"), "100ms", True])
