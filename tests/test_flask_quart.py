@@ -200,6 +200,17 @@ def test_a_database_attached_to_a_flask_app_refuses_a_quart_app(db: Database) ->
         db.init_app(quart_app)
 
 
+def test_a_database_attached_to_a_quart_app_refuses_a_flask_app(db: Database) -> None:
+    quart_app = Quart(__name__)
+    quart_app.config["UOW_DATABASE_URL"] = "sqlite://"
+    db.init_app(quart_app)
+    flask_app = Flask(__name__)
+    flask_app.config["UOW_DATABASE_URL"] = "sqlite://"
+    with pytest.raises(UnitOfWorkError, match="second Database for the Flask app"):
+        db.init_app(flask_app)
+    assert "flask-uow" not in flask_app.extensions
+
+
 @pytest.mark.anyio
 async def test_uow_session_options_of_a_quart_app_shape_its_units_sessions(
     backend_url: str, anyio_backend: str

@@ -195,8 +195,11 @@ def register(db: Database, app: Flask) -> None:
     if integration is None:
         integration = FlaskIntegration(db)
         db.runtime.attach(integration)
-    if not isinstance(integration, FlaskIntegration):
-        raise UnitOfWorkError("This Database is already attached to another framework.")
+    if type(integration) is not FlaskIntegration:  # a Quart integration is a subclass
+        raise UnitOfWorkError(
+            "This Database is already attached to another framework (a Quart app); one "
+            "Database serves apps of one framework. Create a second Database for the Flask app."
+        )
     config = read_config(
         app.config,
         instance_path=app.instance_path,

@@ -70,7 +70,10 @@ def register(db: Database, app: Quart) -> None:
         integration = QuartIntegration(db)
         db.runtime.attach(integration)
     if not isinstance(integration, QuartIntegration):
-        raise UnitOfWorkError("This Database is already attached to another framework.")
+        raise UnitOfWorkError(
+            "This Database is already attached to another framework (a Flask app); one "
+            "Database serves apps of one framework. Create a second Database for the Quart app."
+        )
     config = read_config(
         app.config,
         instance_path=app.instance_path,
