@@ -20,6 +20,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from ._engines import EngineVariants, masked
 from ._errors import UnitOfWorkError
+from ._timeouts import Timeouts, engine_with
 
 if TYPE_CHECKING:
     from ._session import UnitSession
@@ -93,9 +94,14 @@ class AsyncEngineVariants(EngineVariants):
         """The AsyncEngine itself (for ``create_all`` through ``run_sync``, ``dispose()``)."""
         return self._wrap(self.engine)
 
-    def async_for_unit(self, *, read_only: bool, isolation_level: str | None) -> AsyncEngine:
+    def async_for_unit(
+        self, *, read_only: bool, isolation_level: str | None, timeouts: Timeouts | None = None
+    ) -> AsyncEngine:
         """The AsyncEngine a unit with these options binds its AsyncSession to."""
-        return self._wrap(self.for_unit(read_only=read_only, isolation_level=isolation_level))
+        variant = self.for_unit(read_only=read_only, isolation_level=isolation_level)
+        if timeouts is not None:
+            variant = engine_with(variant, timeouts)
+        return self._wrap(variant)
 
     def _wrap(self, variant: sa.Engine) -> AsyncEngine:
         found = self._async.get(variant)
@@ -111,14 +117,20 @@ def open_async_session(
     *,
     read_only: bool,
     isolation_level: str | None,
+    timeouts: Timeouts | None,
 ) -> AsyncUnitSession:
-    """A new AsyncSession for an outermost async unit (no connection is checked out yet)."""
+    """A new AsyncSession for an outermost async unit (no connection is checked out yet).
+
+    Its transaction runs with ``timeouts`` (statement and lock timeouts), as a sync unit's.
+    """
     if not isinstance(engines, AsyncEngineVariants):
         raise UnitOfWorkError(
             "An async unit of work needs an async engine, and the current app's engines are "
             "synchronous. Use the app through db.init_app(), which creates both."
         )
-    bind = engines.async_for_unit(read_only=read_only, isolation_level=isolation_level)
+    bind = engines.async_for_unit(
+        read_only=read_only, isolation_level=isolation_level, timeouts=timeouts
+    )
     return session_class(bind=bind, **options)
 
 

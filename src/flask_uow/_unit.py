@@ -621,6 +621,7 @@ class UnitOfWork:
                 runtime.session_options,
                 read_only=self.read_only,
                 isolation_level=self.isolation_level,
+                timeouts=self._timeouts,
             )
             session = cast(UnitSession, wrapper.sync_session)
         self._session = session
