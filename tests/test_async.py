@@ -533,6 +533,29 @@ async def test_a_transient_error_is_retried_with_an_async_sleep(
     assert committed_names(observer) == ["attempt-3"]
 
 
+async def test_each_retry_of_a_decorated_coroutine_is_a_unit_numbered_by_its_attempt(
+    adb: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_uow import _decorate
+
+    async def no_wait(delay: float) -> None:
+        pass
+
+    monkeypatch.setattr(_decorate, "async_sleep", no_wait)
+    seen: list[tuple[int, int]] = []
+
+    @adb.transactional(retries=2)
+    async def insert() -> None:
+        unit = adb.current
+        assert unit is not None
+        seen.append((unit.attempt, unit.retries_left))
+        if len(seen) < 3:
+            raise sa.exc.OperationalError("SELECT", {}, Exception("database is locked"))
+
+    await insert()
+    assert seen == [(1, 2), (2, 1), (3, 0)]
+
+
 async def test_application_errors_are_not_retried(adb: Database) -> None:
     calls: list[int] = []
 

@@ -145,7 +145,9 @@ def _async_wrapper(
     async def run_with_retries(*args: P.args, **kwargs: P.kwargs) -> R:
         attempt = 0
         while True:
-            unit = UnitOfWork(runtime, retries_left=retries - attempt, **options)
+            unit = UnitOfWork(
+                runtime, retries_left=retries - attempt, attempt=attempt + 1, **options
+            )
             try:
                 async with unit:
                     return await func(*args, **kwargs)
