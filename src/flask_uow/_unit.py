@@ -728,9 +728,10 @@ class UnitOfWork:
             return
         self._discard(session)
         if exc is None and not self._rollback_requested:
+            unexpected = self._unexpected_rollback()
             self._finish(Outcome.DOOMED)
             run_hooks(self._rollback_hooks, "on_rollback")
-            raise self._unexpected_rollback()
+            raise unexpected
         self._finish(Outcome.ROLLED_BACK)
         if exc is None or not self.will_retry(exc):
             run_hooks(self._rollback_hooks, "on_rollback")
@@ -807,8 +808,9 @@ class UnitOfWork:
             return
         self._rollback_savepoint(session, savepoint)
         if exc is None and not self._rollback_requested:
+            unexpected = self._unexpected_rollback()
             self._finish(Outcome.DOOMED)
-            raise self._unexpected_rollback()
+            raise unexpected
         self._finish(Outcome.ROLLED_BACK)
 
     def _rollback_savepoint(self, session: UnitSession, savepoint: SessionTransaction) -> None:
@@ -851,6 +853,12 @@ class UnitOfWork:
     def _finish(self, outcome: Outcome) -> None:
         """Settle the outcome, leave the ambient stack and count: once, in one place."""
         self._outcome = outcome
+        doomed_by = self._doomed_by
+        if doomed_by is not None and not isinstance(doomed_by, str):
+            # Keep that it was doomed, not the error: its traceback holds the frames of the
+            # failure and what they held, as long as this ended unit lives (a driver's
+            # cursor, say: SQLite keeps a closed connection's locks while its statement does).
+            self._doomed_by = f"{type(doomed_by).__name__} was raised"
         if self._state is UnitState.ACTIVE:
             self._state = UnitState.ENDED
         else:
