@@ -94,6 +94,7 @@ class UnitOfWork:
         "_commit_hooks",
         "_rollback_hooks",
         "_unknown_hooks",
+        "_rollback_hooks_held",
         "_rollback_requested",
         "_doomed_by",
         "_failed_during_commit",
@@ -159,6 +160,7 @@ class UnitOfWork:
         self._commit_hooks: list[Hook] = []
         self._rollback_hooks: list[Hook] = []
         self._unknown_hooks: list[Hook] = []
+        self._rollback_hooks_held = False  # for a retry (see call_off_retry)
         self._rollback_requested = False
         self._doomed_by: BaseException | str | None = None
         self._failed_during_commit = False
@@ -355,6 +357,24 @@ class UnitOfWork:
             if retryable is not None:
                 return retryable
         return is_transient(error, during_commit=self._failed_during_commit)
+
+    @property
+    def holds_rollback_hooks(self) -> bool:
+        """True when this unit ran no ``on_rollback`` hooks because a retry was to follow."""
+        return self._rollback_hooks_held
+
+    def call_off_retry(self) -> None:
+        """Run the ``on_rollback`` hooks this unit held back for a retry that will not come.
+
+        An attempt that ``@db.transactional(retries=...)`` runs again is invisible: none of
+        its hooks run. When the retry is called off instead (the task is cancelled while the
+        attempt ends or while it waits to retry), that attempt was the last one, and its
+        ``on_rollback`` hooks run, as a last attempt's do. Its transaction has already
+        rolled back; a unit that holds no hooks is left alone.
+        """
+        if self._rollback_hooks_held:
+            self._rollback_hooks_held = False
+            run_hooks(self._rollback_hooks, "on_rollback")
 
     @property
     def failed_during_commit(self) -> bool:
@@ -735,6 +755,8 @@ class UnitOfWork:
         self._finish(Outcome.ROLLED_BACK)
         if exc is None or not self.will_retry(exc):
             run_hooks(self._rollback_hooks, "on_rollback")
+        else:
+            self._rollback_hooks_held = True
 
     def _end_read_only(self, session: UnitSession) -> None:
         try:
@@ -775,6 +797,8 @@ class UnitOfWork:
             self._finish(Outcome.ROLLED_BACK)
             if not self.will_retry(error):
                 run_hooks(self._rollback_hooks, "on_rollback")
+            else:
+                self._rollback_hooks_held = True
             raise
         self._close_quietly(session)
         self._finish(Outcome.COMMITTED)
