@@ -126,6 +126,19 @@ async def test_an_async_units_timeouts_apply_to_it_and_not_to_the_next_unit_on_i
     assert drivers[0] == drivers[1], "the connection was replaced instead of reset"
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("backend_url", ["postgresql"], indirect=True)
+async def test_an_async_unit_with_an_isolation_level_and_timeouts_runs_under_both(
+    adb: Database,
+) -> None:
+    """psycopg's async connection takes the isolation level as SET TRANSACTION, which must
+    come before anything else in the transaction, the timeouts' set_config() included."""
+    async with adb.unit_of_work(isolation_level="SERIALIZABLE", lock_timeout=2) as uow:
+        level = await uow.session.scalar(sa.text("SELECT current_setting('transaction_isolation')"))
+        limited = await uow.session.scalar(sa.text("SELECT current_setting('lock_timeout')"))
+    assert (level, limited) == ("serializable", "2s")
+
+
 def test_a_statement_running_longer_than_statement_timeout_raises_unit_timeout(
     db: Database, backend_name: str
 ) -> None:

@@ -252,6 +252,11 @@ def _postgresql_sender(statement: str) -> Any:
         context: Any,
         executemany: bool,
     ) -> None:
+        # SET TRANSACTION (how isolation levels and READ ONLY reach drivers that take no
+        # attribute for them, psycopg's async connection among them) must come first in
+        # the transaction: send the settings with the statement after it.
+        if sql[:15].upper() == "SET TRANSACTION":
+            return
         if connection.info.pop(_PENDING, False):
             cursor.execute(statement)
 
