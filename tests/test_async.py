@@ -607,6 +607,99 @@ async def test_a_transient_error_is_retried_with_an_async_sleep(
     assert committed_names(observer) == ["attempt-3"]
 
 
+async def test_each_retry_of_a_decorated_coroutine_is_a_unit_numbered_by_its_attempt(
+    adb: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_uow import _decorate
+
+    async def no_wait(delay: float) -> None:
+        pass
+
+    monkeypatch.setattr(_decorate, "async_sleep", no_wait)
+    seen: list[tuple[int, int]] = []
+
+    @adb.transactional(retries=2)
+    async def insert() -> None:
+        unit = adb.current
+        assert unit is not None
+        seen.append((unit.attempt, unit.retries_left))
+        if len(seen) < 3:
+            raise sa.exc.OperationalError("SELECT", {}, Exception("database is locked"))
+
+    await insert()
+    assert seen == [(1, 2), (2, 1), (3, 0)]
+
+
+async def test_a_task_cancelled_while_waiting_to_retry_runs_its_last_attempts_rollback_hooks(
+    adb: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_uow import _decorate
+
+    waiting = asyncio.Event()
+
+    async def wait_until_cancelled(delay: float) -> None:
+        waiting.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(_decorate, "async_sleep", wait_until_cancelled)
+    hooks: list[str] = []
+
+    async def rolled_back() -> None:
+        hooks.append("rollback")
+
+    @adb.transactional(retries=2)
+    async def insert() -> None:
+        unit = adb.current
+        assert unit is not None
+        unit.on_rollback(rolled_back)
+        unit.on_commit(lambda: hooks.append("commit"))
+        adb.session.add(Item(name="locked"))
+        await adb.async_session.flush()
+        raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
+
+    task = asyncio.create_task(insert())
+    await waiting.wait()
+    assert hooks == []  # held back while a retry may still come
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert hooks == ["rollback"]  # the retry was called off: that attempt was the last
+    assert async_checked_out(adb) == 0
+
+
+async def test_a_task_cancelled_while_a_failed_attempt_ends_runs_its_rollback_hooks_once(
+    adb: Database,
+) -> None:
+    attempts: list[str] = []
+    hooks: list[str] = []
+    task: asyncio.Task[None] | None = None
+
+    def cancel_the_task(connection: sa.Connection) -> None:
+        assert task is not None
+        task.cancel()  # arrives while the unit ends: the ROLLBACK finishes first
+
+    @adb.transactional(retries=2)
+    async def insert() -> None:
+        attempts.append("attempt")
+        unit = adb.current
+        assert unit is not None
+        unit.on_rollback(lambda: hooks.append("rollback"))
+        adb.session.add(Item(name="locked"))
+        await adb.async_session.flush()
+        raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
+
+    event.listen(adb.async_engine.sync_engine, "rollback", cancel_the_task)
+    try:
+        task = asyncio.create_task(insert())
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        event.remove(adb.async_engine.sync_engine, "rollback", cancel_the_task)
+    assert attempts == ["attempt"]
+    assert hooks == ["rollback"]
+    assert async_checked_out(adb) == 0
+
+
 async def test_application_errors_are_not_retried(adb: Database) -> None:
     calls: list[int] = []
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import sqlalchemy as sa
 
@@ -11,7 +9,7 @@ from flask_uow import Database, UnitTimeout
 
 from .conftest import async_checked_out
 from .models import Item
-from .test_timeouts import open_transactions, row_locked_elsewhere
+from .test_timeouts import row_locked_elsewhere
 
 pytestmark = pytest.mark.serial  # counts the transactions open on the server
 
@@ -19,27 +17,6 @@ pytestmark = pytest.mark.serial  # counts the transactions open on the server
 async def add_row(adb: Database) -> None:
     async with adb.unit_of_work():
         adb.session.add(Item(name="row"))
-
-
-@pytest.mark.anyio
-async def test_an_async_unit_waiting_longer_than_its_lock_timeout_raises_unit_timeout(
-    adb: Database, observer: sa.Engine, backend_name: str
-) -> None:
-    await add_row(adb)
-    started = time.monotonic()
-    with row_locked_elsewhere(observer, backend_name):
-        with pytest.raises(UnitTimeout) as raised:
-            async with adb.unit_of_work(lock_timeout=0.1):
-                await adb.async_session.execute(sa.update(Item).values(name="mine"))
-        waited = time.monotonic() - started
-        assert async_checked_out(adb) == 0
-        holders = 0 if backend_name == "sqlite" else 1
-        assert open_transactions(observer, backend_name) == holders
-    assert waited < 5  # the servers' own waits: forever, 50 s, 15 s (SQLite, ours)
-    assert raised.value.kind == "lock"
-    assert "lock_timeout (100 ms)" in str(raised.value)
-    async with adb.unit_of_work():  # the pooled connection lost the short timeout
-        assert await adb.async_session.scalar(sa.select(Item.name)) == "row"
 
 
 @pytest.mark.anyio

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import sys
+import weakref
 from collections.abc import Generator
 
 import pytest
@@ -11,7 +13,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.exc import DetachedInstanceError
 
-from flask_uow import Database, NoActiveUnitOfWork, UnitOfWork, UnitOfWorkError
+from flask_uow import Database, NoActiveUnitOfWork, Outcome, UnitOfWork, UnitOfWorkError
 
 from .conftest import checked_out, committed_names
 from .models import Item, Tag
@@ -261,3 +263,21 @@ def test_a_unit_names_the_file_and_line_where_db_unit_of_work_was_called(db: Dat
         assert uow.origin == (this_code, expected)
         assert uow.opened_at == f"{__file__}:{expected} in {this_code.co_name}"
     assert uow.opened_at == f"{__file__}:{expected} in {this_code.co_name}"
+
+
+def test_an_ended_unit_keeps_no_reference_to_the_error_that_doomed_it(db: Database) -> None:
+    """The error's traceback holds the frames of the failure and what they held (a driver's
+    cursor, say: SQLite keeps a closed connection's locks while a statement of it lives)."""
+    doomed_by: list[weakref.ref[BaseException]] = []
+    with pytest.raises(KeyError):
+        with db.unit_of_work() as outer:
+            try:
+                with db.unit_of_work():
+                    raise Boom
+            except Boom as error:
+                doomed_by.append(weakref.ref(error))
+            assert outer.will_roll_back
+            raise KeyError("the unit leaves with an error of its own")
+    gc.collect()
+    assert outer.outcome is Outcome.ROLLED_BACK
+    assert doomed_by[0]() is None

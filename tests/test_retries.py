@@ -114,6 +114,45 @@ def test_sqlite_database_is_locked_is_retried_until_the_lock_is_released(
     db.dispose()
 
 
+@pytest.mark.parametrize("backend_url", ["mariadb"], indirect=True)
+def test_a_mariadb_snapshot_isolation_write_conflict_is_retried(
+    backend_url: str, observer: sa.Engine
+) -> None:
+    """With innodb_snapshot_isolation (the default from MariaDB 11.6), REPEATABLE READ
+    refuses to overwrite a row changed since its snapshot: error 1020, "try restarting
+    transaction"."""
+    from .models import Base
+
+    db = Database(
+        backend_url,
+        metadata=Base.metadata,
+        engine_options={"connect_args": {"init_command": "SET innodb_snapshot_isolation = ON"}},
+    )
+    db.drop_all()
+    db.create_all()
+    try:
+        with db.unit_of_work():
+            db.session.add(Item(name="seat"))
+        names: list[str] = []
+
+        @db.transactional(retries=2, isolation_level="REPEATABLE READ")
+        def rename() -> None:
+            item = db.session.execute(sa.select(Item)).scalar_one()  # the snapshot
+            names.append(item.name)
+            if len(names) == 1:
+                with observer.begin() as other:
+                    other.execute(sa.update(Item).values(name="taken"))
+            item.name = f"{item.name}, renamed"
+
+        rename()
+        assert names == ["seat", "taken"]
+        assert committed_names(observer) == ["taken, renamed"]
+        assert db.stats.retried == 1
+    finally:
+        db.drop_all()
+        db.dispose()
+
+
 @pytest.mark.parametrize("backend_url", ["postgresql", "mariadb"], indirect=True)
 def test_a_connection_lost_before_commit_is_retried(
     db: Database, observer: sa.Engine, backend_name: str

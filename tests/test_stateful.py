@@ -1,17 +1,30 @@
-"""Random trees of units against a plain-Python model of what must happen.
+"""Random trees of units against a plain-Python model of what must happen, sync and async.
 
 Each step enters a unit (any propagation, read-only or not), writes, reads, registers
 hooks, asks for rollback, calls a decorated service with retries that fails transiently,
 or ends the innermost unit normally or with an exception. The model predicts the rows
 committed, the hooks run, the exceptions raised, what ``__exit__`` returns and the number
 of connections checked out; every step compares it with the real database.
+
+One model, two runners. ``SyncRunner`` enters units with ``with`` semantics
+(``__enter__``/``__exit__``, ``@db.transactional`` on a ``def``, plain hooks). ``AsyncRunner``
+runs every step in one long-lived task on an event loop of its own (async units belong to the
+task that entered them): ``__aenter__``/``__aexit__``, ``@db.transactional`` on an ``async
+def``, coroutine hooks, a cancellation as well as an exception through a unit; and one more
+step, a child task that opens its own units and is cancelled at a random point. The model's
+steps are coroutines written once: under ``SyncRunner`` they never suspend, and run to the end
+in one ``send``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import pytest
 import sqlalchemy as sa
@@ -35,7 +48,7 @@ from flask_uow import (
     UnitOfWorkError,
 )
 
-from .conftest import checked_out, committed_names
+from .conftest import async_checked_out, checked_out, committed_names
 from .models import Item
 
 MAX_DEPTH = 5
@@ -45,6 +58,10 @@ _NAMES = itertools.count()
 deleted, not yet purged row had takes a gap lock, which a REQUIRES_NEW unit of the same
 thread would then wait for."""
 
+T = TypeVar("T")
+
+Step = Callable[[], Coroutine[Any, Any, T]]
+
 
 class Boom(Exception):
     """The application error the machine raises through units."""
@@ -53,6 +70,171 @@ class Boom(Exception):
 def transient_error() -> sa.exc.OperationalError:
     """An error that ``is_transient`` classifies as worth a retry (SQLite's lock error)."""
     return sa.exc.OperationalError("INSERT ...", {}, Exception("database is locked"))
+
+
+# -- runners ---------------------------------------------------------------------------------
+
+
+def run_without_suspending(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that awaits nothing that suspends, to its end, in this thread."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    coroutine.close()
+    raise AssertionError("a step of the sync runner suspended: only async units may await")
+
+
+class SyncRunner:
+    """Sync units: ``__enter__``/``__exit__``, a decorated ``def``, plain hooks."""
+
+    is_async = False
+
+    def run(self, step: Step[T]) -> T:
+        return run_without_suspending(step())
+
+    async def enter(self, unit: UnitOfWork) -> object:
+        return unit.__enter__()
+
+    async def exit(self, unit: UnitOfWork, error: BaseException | None) -> object:
+        return cast(Any, unit).__exit__(type(error) if error else None, error, None)
+
+    async def flush(self, db: Database) -> None:
+        db.session.flush()
+
+    async def execute(self, db: Database, statement: sa.Executable) -> None:
+        db.session.execute(statement)
+
+    def hook(self, record: Callable[[], None]) -> Callable[[], object]:
+        return record
+
+    def service(self, db: Database, retries: int, body: Step[None]) -> Step[None]:
+        """``body`` as a ``@db.transactional(retries=...)`` function, called from a step."""
+
+        @db.transactional(retries=retries)
+        def service() -> None:
+            run_without_suspending(body())
+
+        async def call() -> None:
+            service()
+
+        return call
+
+    def failure(self, number: int) -> BaseException:
+        """What leaves a unit that ends with an error."""
+        return Boom()
+
+    def checked_out(self, db: Database) -> int:
+        return checked_out(db)
+
+    def close(self, db: Database) -> None:
+        pass
+
+
+class AsyncRunner:
+    """Async units, every step in one task on a loop of its own (see ``Driver``)."""
+
+    is_async = True
+
+    def __init__(self) -> None:
+        self.driver = Driver()
+
+    def run(self, step: Step[T]) -> T:
+        return self.driver.run(step)
+
+    async def enter(self, unit: UnitOfWork) -> object:
+        return await unit.__aenter__()
+
+    async def exit(self, unit: UnitOfWork, error: BaseException | None) -> object:
+        return await cast(Any, unit).__aexit__(type(error) if error else None, error, None)
+
+    async def flush(self, db: Database) -> None:
+        await db.async_session.flush()
+
+    async def execute(self, db: Database, statement: sa.Executable) -> None:
+        await db.async_session.execute(statement)
+
+    def hook(self, record: Callable[[], None]) -> Callable[[], object]:
+        async def hook() -> None:
+            await asyncio.sleep(0)
+            record()
+
+        return hook
+
+    def service(self, db: Database, retries: int, body: Step[None]) -> Step[None]:
+        @db.transactional(retries=retries)
+        async def service() -> None:
+            await body()
+
+        return service
+
+    def failure(self, number: int) -> BaseException:
+        # An exception or a cancellation through the block: both roll back.
+        return Boom() if number % 2 else asyncio.CancelledError()
+
+    def checked_out(self, db: Database) -> int:
+        return async_checked_out(db)
+
+    def close(self, db: Database) -> None:
+        try:
+            self.driver.run(db.async_engine.dispose)
+        finally:
+            self.driver.close()
+
+
+Runner = SyncRunner | AsyncRunner
+
+
+class Driver:
+    """One task on a private event loop that runs each step's coroutine in turn."""
+
+    def __init__(self) -> None:
+        self.threads_before = set(threading.enumerate())
+        self.loop = asyncio.new_event_loop()
+        self.queue: asyncio.Queue[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]]
+        self.loop.run_until_complete(self._start())
+
+    async def _start(self) -> None:
+        self.queue = asyncio.Queue()
+        self.task = asyncio.get_running_loop().create_task(self._serve())
+
+    async def _serve(self) -> None:
+        while True:
+            step, done = await self.queue.get()
+            try:
+                done.set_result(await step())
+            except Exception as error:  # handed to the step's caller
+                done.set_exception(error)
+
+    def run(self, step: Callable[[], Awaitable[T]]) -> T:
+        async def submit() -> T:
+            done: asyncio.Future[T] = self.loop.create_future()
+            self.queue.put_nowait((step, done))
+            return await done
+
+        return self.loop.run_until_complete(submit())
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.loop.run_until_complete(asyncio.gather(self.task, return_exceptions=True))
+        # An aiosqlite connection that SQLAlchemy terminated after a cancellation finishes
+        # its last statement in its own thread, then reports to this loop: poll until those
+        # threads end, before closing the loop under them.
+        deadline = time.monotonic() + 30
+        while self._driver_threads() and time.monotonic() < deadline:
+            self.loop.run_until_complete(asyncio.sleep(0.005))
+        assert not self._driver_threads()
+        self.loop.close()
+
+    def _driver_threads(self) -> list[threading.Thread]:
+        return [
+            thread
+            for thread in threading.enumerate()
+            if thread not in self.threads_before and "connection_worker" in thread.name
+        ]
+
+
+# -- the model -------------------------------------------------------------------------------
 
 
 @dataclass(eq=False)
@@ -82,6 +264,7 @@ class UnitTrees(RuleBasedStateMachine):
     observer: sa.Engine
     is_sqlite: bool
     is_wal: bool
+    runner_class: type[Runner]
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,6 +275,7 @@ class UnitTrees(RuleBasedStateMachine):
         self.expected_hooks: list[str] = []
         self.actual_hooks: list[str] = []
         self.counter = _NAMES
+        self.runner = self.runner_class()
 
     def _active(self) -> ModelUnit | None:
         """The unit a new one would join: the innermost, unless it runs with no transaction."""
@@ -104,6 +288,9 @@ class UnitTrees(RuleBasedStateMachine):
     @precondition(lambda self: len(self.stack) < MAX_DEPTH)
     @rule(propagation=st.sampled_from(Propagation), read_only=st.booleans())
     def enter(self, propagation: Propagation, read_only: bool) -> None:
+        self.runner.run(lambda: self._enter(propagation, read_only))
+
+    async def _enter(self, propagation: Propagation, read_only: bool) -> None:
         active = self._active()
         unit = self.db.unit_of_work(propagation=propagation, read_only=read_only)
         kind = self._kind_for(propagation, active)
@@ -120,18 +307,17 @@ class UnitTrees(RuleBasedStateMachine):
                 expected_error = ReadOnlyViolation
         if expected_error is not None:
             with pytest.raises(expected_error):
-                unit.__enter__()
+                await self.runner.enter(unit)
             return
-        assert unit.__enter__() is unit
+        assert await self.runner.enter(unit) is unit
         if kind == "none":
             self.stack.append(ModelUnit(unit, "none", None, None))
         elif kind == "outermost":
             root = Frame(read_only=read_only)
             self.stack.append(ModelUnit(unit, "outermost", root, root))
         else:
-            assert active is not None and active.frame is not None
+            assert active is not None and active.frame is not None and active.root is not None
             if kind == "savepoint":
-                assert active.root is not None
                 frame = Frame(read_only=active.root.read_only, parent=active.frame)
                 self.stack.append(ModelUnit(unit, "savepoint", frame, active.root))
             else:
@@ -164,6 +350,9 @@ class UnitTrees(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.stack))
     @rule()
     def write(self) -> None:
+        self.runner.run(self._write)
+
+    async def _write(self) -> None:
         top = self.stack[-1]
         if top.kind == "none":
             with pytest.raises(NoActiveUnitOfWork):
@@ -175,35 +364,38 @@ class UnitTrees(RuleBasedStateMachine):
         self.db.session.add(item)
         if top.root.read_only:
             with pytest.raises(ReadOnlyViolation):
-                self.db.session.flush()
+                await self.runner.flush(self.db)
             self.db.session.expunge(item)
             return
-        self.db.session.flush()
+        await self.runner.flush(self.db)
         top.frame.names.append(name)
         top.root.connected = True
 
     @precondition(lambda self: bool(self.stack))
     @rule()
     def read(self) -> None:
+        self.runner.run(self._read)
+
+    async def _read(self) -> None:
         top = self.stack[-1]
         statement = sa.select(sa.func.count()).select_from(Item)
         if top.kind == "none":
             with pytest.raises(NoActiveUnitOfWork):
-                self.db.session.execute(statement)
+                await self.runner.execute(self.db, statement)
             return
         assert top.root is not None
-        self.db.session.execute(statement)
+        await self.runner.execute(self.db, statement)
         top.root.connected = True
 
     @precondition(lambda self: bool(self.stack))
     @rule(on_commit=st.booleans())
     def add_hook(self, on_commit: bool) -> None:
+        self.runner.run(lambda: self._add_hook(on_commit))
+
+    async def _add_hook(self, on_commit: bool) -> None:
         top = self.stack[-1]
         label = f"hook-{next(self.counter)}"
-
-        def hook() -> None:
-            self.actual_hooks.append(label)
-
+        hook = self.runner.hook(lambda: self.actual_hooks.append(label))
         register = top.real.on_commit if on_commit else top.real.on_rollback
         if top.kind == "none":
             with pytest.raises(NoActiveUnitOfWork):
@@ -216,6 +408,9 @@ class UnitTrees(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.stack))
     @rule()
     def set_rollback(self) -> None:
+        self.runner.run(self._set_rollback)
+
+    async def _set_rollback(self) -> None:
         top = self.stack[-1]
         if top.kind == "none":
             with pytest.raises(NoActiveUnitOfWork):
@@ -228,47 +423,81 @@ class UnitTrees(RuleBasedStateMachine):
     @rule(failures=st.integers(min_value=0, max_value=3))
     def call_with_retries(self, failures: int) -> None:
         """A @db.transactional(retries=2) service that fails transiently ``failures`` times."""
+        self.runner.run(lambda: self._call_with_retries(failures))
+
+    async def _call_with_retries(self, failures: int) -> None:
         active = self._active()
         name = f"row-{next(self.counter)}"
         attempts: list[int] = []
 
-        @self.db.transactional(retries=2)
-        def service() -> None:
+        async def body() -> None:
             attempts.append(1)
             self.db.session.add(Item(name=f"{name}-{len(attempts)}"))
-            self.db.session.flush()
+            await self.runner.flush(self.db)
             if len(attempts) <= failures:
                 raise transient_error()
 
+        service = self.runner.service(self.db, 2, body)
         if active is not None:
             assert active.root is not None and active.frame is not None
             if active.root.read_only:
                 with pytest.raises(ReadOnlyViolation):
-                    service()
+                    await service()
                 return
             # A joined call never retries: its failure dooms the transaction it joined.
             if failures:
                 with pytest.raises(sa.exc.OperationalError):
-                    service()
+                    await service()
                 active.frame.doomed = True
             else:
-                service()
+                await service()
                 active.frame.names.append(f"{name}-1")
             active.root.connected = True
             assert len(attempts) == 1
             return
         if self._sqlite_would_wait_for_itself(read_only=False):
             with pytest.raises(UnitOfWorkError):
-                service()
+                await service()
             return
         if failures > 2:
             with pytest.raises(sa.exc.OperationalError):
-                service()
+                await service()
             assert len(attempts) == 3
         else:
-            service()
+            await service()
             assert len(attempts) == failures + 1
             self.committed.add(f"{name}-{failures + 1}")
+        assert committed_names(self.observer) == sorted(self.committed)
+
+    @precondition(lambda self: self.runner.is_async)
+    @rule(depth=st.integers(min_value=1, max_value=3), ticks=st.integers(0, 12))
+    def cancel_a_child_task(self, depth: int, ticks: int) -> None:
+        """A task started inside the current units opens its own, writes, and is cancelled."""
+        self.runner.run(lambda: self._cancel_a_child_task(depth, ticks))
+
+    async def _cancel_a_child_task(self, depth: int, ticks: int) -> None:
+        refused = self._sqlite_would_wait_for_itself(read_only=False)
+        name = f"child-{next(self.counter)}"
+
+        async def child() -> None:
+            async with self.db.unit_of_work(propagation=Propagation.REQUIRES_NEW):
+                for level in range(depth):
+                    await self.db.unit_of_work(propagation=Propagation.NESTED).__aenter__()
+                    self.db.session.add(Item(name=f"{name}-{level}"))
+                    await self.db.async_session.flush()
+                await asyncio.Event().wait()  # until cancelled
+
+        task = asyncio.get_running_loop().create_task(child())
+        for _ in range(ticks):
+            await asyncio.sleep(0)
+        task.cancel()
+        outcome = (await asyncio.gather(task, return_exceptions=True))[0]
+        if refused and not isinstance(outcome, asyncio.CancelledError):
+            assert isinstance(outcome, UnitOfWorkError)
+        else:
+            # Cancelled before or after its units began; an unended savepoint is invalidated
+            # by the outermost unit ending first, which raises and rolls everything back.
+            assert isinstance(outcome, asyncio.CancelledError | UnitOfWorkError), outcome
         assert committed_names(self.observer) == sorted(self.committed)
 
     # -- ending the innermost unit -------------------------------------------------------
@@ -284,6 +513,9 @@ class UnitTrees(RuleBasedStateMachine):
         self._exit(raise_error=True)
 
     def _exit(self, raise_error: bool) -> None:
+        self.runner.run(lambda: self._exit_step(raise_error))
+
+    async def _exit_step(self, raise_error: bool) -> None:
         top = self.stack.pop()
         frame = top.frame
         failed = raise_error or top.rollback_requested
@@ -309,14 +541,13 @@ class UnitTrees(RuleBasedStateMachine):
                 self.expected_hooks.extend(frame.rollback_hooks)
 
         if raise_error:
-            error = Boom()
             # Returns None (falsy): the "with" statement re-raises the exception unchanged.
-            assert cast(Any, top.real).__exit__(Boom, error, None) is None
+            assert await self.runner.exit(top.real, self.runner.failure(next(self.counter))) is None
         elif expect_unexpected:
             with pytest.raises(UnexpectedRollback):
-                top.real.__exit__(None, None, None)
+                await self.runner.exit(top.real, None)
         else:
-            assert cast(Any, top.real).__exit__(None, None, None) is None
+            assert await self.runner.exit(top.real, None) is None
         if top.kind == "outermost":
             assert committed_names(self.observer) == sorted(self.committed)
 
@@ -333,18 +564,24 @@ class UnitTrees(RuleBasedStateMachine):
             for unit in self.stack
             if unit.kind == "outermost" and unit.root is not None and unit.root.connected
         )
-        assert checked_out(self.db) == expected
+        assert self.runner.checked_out(self.db) == expected
 
     @invariant()
     def the_innermost_unit_is_current(self) -> None:
-        active = self._active()
-        assert self.db.current is (active.real if active is not None else None)
+        async def check() -> None:
+            active = self._active()
+            assert self.db.current is (active.real if active is not None else None)
+
+        self.runner.run(check)
 
     def teardown(self) -> None:
-        while self.stack:
-            self._exit(raise_error=True)
-        assert checked_out(self.db) == 0
-        assert self.db.stats.active == 0
+        try:
+            while self.stack:
+                self._exit(raise_error=True)
+            assert self.runner.checked_out(self.db) == 0
+            assert self.db.stats.active == 0
+        finally:
+            self.runner.close(self.db)
 
 
 def journal_mode(engine: sa.Engine) -> str:
@@ -352,26 +589,46 @@ def journal_mode(engine: sa.Engine) -> str:
         return str(connection.exec_driver_sql("PRAGMA journal_mode").scalar()).lower()
 
 
-def test_random_trees_of_units_match_the_model(
-    db: Database, observer: sa.Engine, backend_name: str, request: pytest.FixtureRequest
+def run_model(
+    runner_class: type[Runner],
+    db: Database,
+    observer: sa.Engine,
+    backend_name: str,
+    *,
+    max_examples: int,
 ) -> None:
     machine: Any = type(
-        "UnitTreesOn" + backend_name.title(),
+        f"UnitTrees{runner_class.__name__.removesuffix('Runner')}On{backend_name.title()}",
         (UnitTrees,),
         {
             "db": db,
             "observer": observer,
             "is_sqlite": backend_name == "sqlite",
             "is_wal": backend_name == "sqlite" and journal_mode(observer) == "wal",
+            "runner_class": runner_class,
         },
     )
     run_state_machine_as_test(
         machine,
         settings=settings(
-            max_examples=300 if backend_name == "sqlite" else 100,
+            max_examples=max_examples,
             stateful_step_count=25,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
             database=None,
         ),
     )
+
+
+def test_random_trees_of_units_match_the_model(
+    db: Database, observer: sa.Engine, backend_name: str
+) -> None:
+    max_examples = 300 if backend_name == "sqlite" else 100
+    run_model(SyncRunner, db, observer, backend_name, max_examples=max_examples)
+
+
+def test_random_trees_of_async_units_with_cancellations_match_the_model(
+    db: Database, observer: sa.Engine, backend_name: str
+) -> None:
+    max_examples = 100 if backend_name == "sqlite" else 25
+    run_model(AsyncRunner, db, observer, backend_name, max_examples=max_examples)

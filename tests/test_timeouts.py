@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 
 from flask_uow import Database, Propagation, UnitOfWorkError, UnitTimeout
 
-from .conftest import checked_out, committed_names
+from .conftest import async_checked_out, checked_out, committed_names
 from .models import Item
 
 pytestmark = pytest.mark.serial  # counts the transactions open on the server
@@ -76,6 +77,66 @@ def test_a_unit_waiting_longer_than_its_lock_timeout_raises_unit_timeout_and_rel
     assert f"{__file__}:" in str(error) and "lock_timeout (100 ms)" in str(error)
     with db.unit_of_work():  # the pooled connection lost the short timeout
         assert db.session.scalar(sa.select(Item.name)) == "row"
+
+
+@pytest.mark.anyio
+async def test_an_async_unit_waiting_longer_than_its_lock_timeout_raises_unit_timeout(
+    adb: Database, observer: sa.Engine, backend_name: str
+) -> None:
+    add_row(adb)
+    started = time.monotonic()
+    with row_locked_elsewhere(observer, backend_name):
+        with pytest.raises(UnitTimeout) as raised:
+            # Bounded: a unit that ignored its lock_timeout would wait forever on PostgreSQL.
+            async with asyncio.timeout(10):
+                async with adb.unit_of_work(lock_timeout=0.1):
+                    await adb.async_session.execute(sa.update(Item).values(name="mine"))
+        waited = time.monotonic() - started
+        assert async_checked_out(adb) == 0
+        holders = 0 if backend_name == "sqlite" else 1
+        assert open_transactions(observer, backend_name) == holders  # the lock holder's only
+    assert waited < 5
+    error = raised.value
+    assert error.kind == "lock"
+    assert isinstance(error.__cause__, sa.exc.OperationalError)
+    assert "lock_timeout (100 ms)" in str(error)
+
+
+@pytest.mark.anyio
+async def test_an_async_units_timeouts_apply_to_it_and_not_to_the_next_unit_on_its_connection(
+    adb: Database, backend_name: str
+) -> None:
+    show = {
+        "sqlite": "PRAGMA busy_timeout",
+        "postgresql": "SELECT current_setting('lock_timeout')",
+        "mariadb": "SELECT @@innodb_lock_wait_timeout",
+    }[backend_name]
+    drivers: list[int] = []
+    async with adb.unit_of_work(lock_timeout=2) as uow:
+        limited = await uow.session.scalar(sa.text(show))
+        raw = await (await uow.session.connection()).get_raw_connection()
+        drivers.append(id(raw.dbapi_connection))
+    async with adb.unit_of_work() as uow:
+        default = await uow.session.scalar(sa.text(show))
+        raw = await (await uow.session.connection()).get_raw_connection()
+        drivers.append(id(raw.dbapi_connection))
+    del raw
+    assert str(limited) in ("2s", "2", "2000")
+    assert str(default) in ("0", "50", "15000")
+    assert drivers[0] == drivers[1], "the connection was replaced instead of reset"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("backend_url", ["postgresql"], indirect=True)
+async def test_an_async_unit_with_an_isolation_level_and_timeouts_runs_under_both(
+    adb: Database,
+) -> None:
+    """psycopg's async connection takes the isolation level as SET TRANSACTION, which must
+    come before anything else in the transaction, the timeouts' set_config() included."""
+    async with adb.unit_of_work(isolation_level="SERIALIZABLE", lock_timeout=2) as uow:
+        level = await uow.session.scalar(sa.text("SELECT current_setting('transaction_isolation')"))
+        limited = await uow.session.scalar(sa.text("SELECT current_setting('lock_timeout')"))
+    assert (level, limited) == ("serializable", "2s")
 
 
 def test_a_statement_running_longer_than_statement_timeout_raises_unit_timeout(

@@ -9,7 +9,6 @@ driver. This module holds only what asyncio needs on top of that.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -95,9 +94,14 @@ class AsyncEngineVariants(EngineVariants):
         """The AsyncEngine itself (for ``create_all`` through ``run_sync``, ``dispose()``)."""
         return self._wrap(self.engine)
 
-    def async_for_unit(self, *, read_only: bool, isolation_level: str | None) -> AsyncEngine:
+    def async_for_unit(
+        self, *, read_only: bool, isolation_level: str | None, timeouts: Timeouts | None = None
+    ) -> AsyncEngine:
         """The AsyncEngine a unit with these options binds its AsyncSession to."""
-        return self._wrap(self.for_unit(read_only=read_only, isolation_level=isolation_level))
+        variant = self.for_unit(read_only=read_only, isolation_level=isolation_level)
+        if timeouts is not None:
+            variant = engine_with(variant, timeouts)
+        return self._wrap(variant)
 
     def _wrap(self, variant: sa.Engine) -> AsyncEngine:
         found = self._async.get(variant)
@@ -113,34 +117,21 @@ def open_async_session(
     *,
     read_only: bool,
     isolation_level: str | None,
-    timeouts: Timeouts | None = None,
+    timeouts: Timeouts | None,
 ) -> AsyncUnitSession:
     """A new AsyncSession for an outermost async unit (no connection is checked out yet).
 
-    Its transaction runs under ``timeouts`` as a sync unit's does: the same settings are
-    sent by the same listeners, on the async engine's sync face.
+    Its transaction runs with ``timeouts`` (statement and lock timeouts), as a sync unit's.
     """
     if not isinstance(engines, AsyncEngineVariants):
         raise UnitOfWorkError(
             "An async unit of work needs an async engine, and the current app's engines are "
             "synchronous. Use the app through db.init_app(), which creates both."
         )
-    bind = engines.async_for_unit(read_only=read_only, isolation_level=isolation_level)
-    if timeouts is not None:
-        bind = _async_variant(bind, timeouts)
+    bind = engines.async_for_unit(
+        read_only=read_only, isolation_level=isolation_level, timeouts=timeouts
+    )
     return session_class(bind=bind, **options)
-
-
-_timed: weakref.WeakKeyDictionary[sa.Engine, AsyncEngine] = weakref.WeakKeyDictionary()
-
-
-def _async_variant(engine: AsyncEngine, timeouts: Timeouts) -> AsyncEngine:
-    """``engine`` with ``timeouts``: an AsyncEngine over the cached sync variant."""
-    variant = engine_with(engine.sync_engine, timeouts)
-    found = _timed.get(variant)
-    if found is None:
-        found = _timed[variant] = AsyncEngine(variant)
-    return found
 
 
 def running_task() -> asyncio.Task[Any] | None:

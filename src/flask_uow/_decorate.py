@@ -145,7 +145,9 @@ def _async_wrapper(
     async def run_with_retries(*args: P.args, **kwargs: P.kwargs) -> R:
         attempt = 0
         while True:
-            unit = UnitOfWork(runtime, retries_left=retries - attempt, **options)
+            unit = UnitOfWork(
+                runtime, retries_left=retries - attempt, attempt=attempt + 1, **options
+            )
             try:
                 async with unit:
                     return await func(*args, **kwargs)
@@ -153,9 +155,25 @@ def _async_wrapper(
                 if not unit.will_retry(error):
                     raise
                 attempt += 1
-                await async_sleep(_before_retry(runtime, func, unit, error, attempt, retries))
+                delay = _before_retry(runtime, func, unit, error, attempt, retries)
+                try:
+                    await async_sleep(delay)
+                except BaseException:
+                    await _call_off_retry(unit)  # cancelled while waiting to retry
+                    raise
+            except BaseException:
+                await _call_off_retry(unit)  # cancelled while the failed attempt ended
+                raise
 
     return run_with_retries
+
+
+async def _call_off_retry(unit: UnitOfWork) -> None:
+    """The retry of ``unit`` will not come: run the rollback hooks it held for it."""
+    if unit.holds_rollback_hooks:
+        from ._aio import run_to_completion
+
+        await run_to_completion(unit.call_off_retry)
 
 
 def _refuse_unsupported(func: Callable[..., Any]) -> None:

@@ -9,8 +9,10 @@ from sqlalchemy import exc as sa_exc
 POSTGRESQL_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
 """serialization_failure and deadlock_detected."""
 
-MYSQL_TRANSIENT_CODES = frozenset({1213, 1205})
-"""ER_LOCK_DEADLOCK and ER_LOCK_WAIT_TIMEOUT (MySQL and MariaDB)."""
+MYSQL_TRANSIENT_CODES = frozenset({1213, 1205, 1020})
+"""ER_LOCK_DEADLOCK and ER_LOCK_WAIT_TIMEOUT (MySQL and MariaDB), and ER_CHECKREAD ("Record
+has changed since last read ...; try restarting transaction"): MariaDB's serialization failure
+at REPEATABLE READ and above under ``innodb_snapshot_isolation``, on by default from 11.6."""
 
 BACKOFF_BASE_SECONDS = 0.01
 BACKOFF_CAP_SECONDS = 0.5

@@ -250,6 +250,11 @@ def _postgresql_sender(statement: str) -> Any:
         context: Any,
         executemany: bool,
     ) -> None:
+        # SET TRANSACTION (how isolation levels and READ ONLY reach drivers that take no
+        # attribute for them, psycopg's async connection among them) must come first in
+        # the transaction: send the settings with the statement after it.
+        if sql[:15].upper() == "SET TRANSACTION":
+            return
         if connection.info.pop(_PENDING, False):
             cursor.execute(statement)
 
@@ -289,8 +294,8 @@ def _sqlite_busy_timeout(milliseconds: int) -> Any:
         driver_connection: Any = fairy.dbapi_connection
         info = fairy.info
         if _SQLITE_SAVED not in info:
-            info[_SQLITE_SAVED] = driver_connection.execute("PRAGMA busy_timeout").fetchone()[0]
-        driver_connection.execute(f"PRAGMA busy_timeout = {milliseconds}")
+            info[_SQLITE_SAVED] = _sqlite_pragma(driver_connection, "PRAGMA busy_timeout")
+        _sqlite_pragma(driver_connection, f"PRAGMA busy_timeout = {milliseconds}")
 
     return set_busy_timeout
 
@@ -300,6 +305,18 @@ def _sqlite_restore(driver_connection: Any, record: ConnectionPoolEntry) -> None
     if saved is None or driver_connection is None:
         return
     try:
-        driver_connection.execute(f"PRAGMA busy_timeout = {int(saved)}")
+        _sqlite_pragma(driver_connection, f"PRAGMA busy_timeout = {int(saved)}")
     except Exception:
         record.invalidate()
+
+
+def _sqlite_pragma(driver_connection: Any, statement: str) -> Any:
+    # Through a cursor, read to the end: sqlite3 and SQLAlchemy's aiosqlite adapter both
+    # run it so (the adapter's connection has no execute(), or an unawaited coroutine one).
+    cursor = driver_connection.cursor()
+    try:
+        cursor.execute(statement)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    return rows[0][0] if rows else None

@@ -142,6 +142,7 @@ class UnitOfWork:
         "_commit_hooks",
         "_rollback_hooks",
         "_unknown_hooks",
+        "_rollback_hooks_held",
         "_rollback_requested",
         "_doomed_by",
         "_failed_during_commit",
@@ -210,6 +211,7 @@ class UnitOfWork:
         self._commit_hooks: tuple[Hook, ...] = ()
         self._rollback_hooks: tuple[Hook, ...] = ()
         self._unknown_hooks: tuple[Hook, ...] = ()
+        self._rollback_hooks_held = False  # for a retry (see call_off_retry)
         self._rollback_requested = False
         self._doomed_by: BaseException | str | None = None
         self._failed_during_commit = False
@@ -414,6 +416,24 @@ class UnitOfWork:
             if retryable is not None:
                 return retryable
         return is_transient(error, during_commit=self._failed_during_commit)
+
+    @property
+    def holds_rollback_hooks(self) -> bool:
+        """True when this unit ran no ``on_rollback`` hooks because a retry was to follow."""
+        return self._rollback_hooks_held
+
+    def call_off_retry(self) -> None:
+        """Run the ``on_rollback`` hooks this unit held back for a retry that will not come.
+
+        An attempt that ``@db.transactional(retries=...)`` runs again is invisible: none of
+        its hooks run. When the retry is called off instead (the task is cancelled while the
+        attempt ends or while it waits to retry), that attempt was the last one, and its
+        ``on_rollback`` hooks run, as a last attempt's do. Its transaction has already
+        rolled back; a unit that holds no hooks is left alone.
+        """
+        if self._rollback_hooks_held:
+            self._rollback_hooks_held = False
+            run_hooks(self._rollback_hooks, "on_rollback")
 
     @property
     def failed_during_commit(self) -> bool:
@@ -790,12 +810,15 @@ class UnitOfWork:
             return
         self._discard(session)
         if exc is None and not self._rollback_requested:
+            unexpected = self._unexpected_rollback()
             self._finish(OUTCOME_DOOMED)
             run_hooks(self._rollback_hooks, "on_rollback")
-            raise self._unexpected_rollback()
+            raise unexpected
         self._finish(OUTCOME_ROLLED_BACK)
         if exc is None or not self.will_retry(exc):
             run_hooks(self._rollback_hooks, "on_rollback")
+        else:
+            self._rollback_hooks_held = True
 
     def _end_read_only(self, session: UnitSession) -> None:
         try:
@@ -836,6 +859,8 @@ class UnitOfWork:
             self._finish(OUTCOME_ROLLED_BACK)
             if not self.will_retry(error):
                 run_hooks(self._rollback_hooks, "on_rollback")
+            else:
+                self._rollback_hooks_held = True
             raise
         self._close_quietly(session)
         self._finish(OUTCOME_COMMITTED)
@@ -869,8 +894,9 @@ class UnitOfWork:
             return
         self._rollback_savepoint(session, savepoint)
         if exc is None and not self._rollback_requested:
+            unexpected = self._unexpected_rollback()
             self._finish(OUTCOME_DOOMED)
-            raise self._unexpected_rollback()
+            raise unexpected
         self._finish(OUTCOME_ROLLED_BACK)
 
     def _rollback_savepoint(self, session: UnitSession, savepoint: SessionTransaction) -> None:
@@ -913,6 +939,12 @@ class UnitOfWork:
     def _finish(self, outcome: Outcome) -> None:
         """Settle the outcome, leave the ambient stack and count: once, in one place."""
         self._outcome = outcome
+        doomed_by = self._doomed_by
+        if doomed_by is not None and not isinstance(doomed_by, str):
+            # Keep that it was doomed, not the error: its traceback holds the frames of the
+            # failure and what they held, as long as this ended unit lives (a driver's
+            # cursor, say: SQLite keeps a closed connection's locks while its statement does).
+            self._doomed_by = f"{type(doomed_by).__name__} was raised"
         if self._state is STATE_ACTIVE:
             self._state = STATE_ENDED
         else:

@@ -2,8 +2,9 @@
 
 ``ConnectionKiller`` ends the app's connections from a separate admin connection
 (``pg_terminate_backend`` on PostgreSQL, ``KILL CONNECTION`` on MariaDB); ``SqliteLockHolder``
-takes SQLite's write lock from another connection. ``Background`` runs either at random
-moments, bounded in time. ``ErrorTally`` counts what the app's engine actually ran into.
+takes SQLite's write lock from another connection, ``RowLockHolder`` row locks on a server.
+``Background`` runs any of them at random moments, bounded in time. ``ErrorTally`` counts
+what the app's engine actually ran into.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ class ConnectionKiller:
     """Terminates the app's connections to a PostgreSQL or MariaDB server, from outside.
 
     The app's connections are those to ``database`` (and on PostgreSQL, with
-    ``application_name``, when given). The killer's own connection is never a victim.
+    ``application_name``, when given; on MariaDB, of ``user``, when given). The killer's own
+    connection is never a victim.
     """
 
     def __init__(
@@ -102,13 +104,17 @@ class ConnectionKiller:
         *,
         database: str,
         application_name: str | None = None,
+        user: str | None = None,
         seed: int = 0,
     ) -> None:
         self.backend = backend_of(admin_url)
         if self.backend not in ("postgresql", "mariadb"):
             raise ValueError(f"cannot kill connections on {self.backend}")
+        if user is not None and self.backend != "mariadb":
+            raise ValueError("user picks MariaDB connections; use application_name elsewhere")
         self.database = database
         self.application_name = application_name
+        self.user = user
         self.kills = 0
         """Connections that the server confirmed it terminated."""
         self._rng = random.Random(seed)
@@ -136,6 +142,9 @@ class ConnectionKiller:
                 "WHERE db = :db AND id <> CONNECTION_ID() AND command <> 'Daemon'"
             )
             params = {"db": self.database}
+            if self.user is not None:
+                query += " AND user = :user"
+                params["user"] = self.user
         return [int(row[0]) for row in conn.execute(sa.text(query), params)]
 
     def _kill(self, conn: sa.Connection, victim: int) -> bool:
@@ -207,14 +216,29 @@ class SqliteLockHolder:
         self._rng = random.Random(seed)
 
     def hold_once(self) -> None:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn = sqlite3.connect(self.path, timeout=0, isolation_level=None)
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._take_write_lock(conn)
             time.sleep(self._rng.uniform(*self._hold))  # the fault: hold the write lock a while
             conn.execute("ROLLBACK")
             self.holds += 1
         finally:
             conn.close()
+
+    @staticmethod
+    def _take_write_lock(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
+        # Poll every millisecond rather than wait in SQLite's busy handler, which sleeps up
+        # to 100 ms between tries: under a steady load of writers it would never see the
+        # lock free, and starve.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.001)  # poll interval
 
     def in_background(self, *, every: tuple[float, float], seconds: float) -> Background:
         low, high = every
@@ -225,6 +249,67 @@ class SqliteLockHolder:
             pause=lambda: rng.uniform(low, high),
             seconds=seconds,
         )
+
+
+class RowLockHolder:
+    """Holds row locks (``SELECT ... FOR UPDATE``) on a server from a connection of its own.
+
+    Each hold locks one or two rows of ``table`` (picked from ``ids``) for a while, then rolls
+    back: the app's units touching them wait, and fail with a lock timeout when the hold is
+    longer than their ``lock_timeout``. The holder connects with ``admin_url``, as another
+    user (MariaDB) or with another application_name (PostgreSQL) than the app, so that a
+    ``ConnectionKiller`` of the app leaves it alone.
+    """
+
+    def __init__(
+        self,
+        admin_url: str | URL,
+        table: sa.Table,
+        ids: list[int],
+        *,
+        hold: tuple[float, float],
+        seed: int = 0,
+    ) -> None:
+        if backend_of(admin_url) == "sqlite":
+            raise ValueError("SQLite has no row locks; use SqliteLockHolder")
+        self.holds = 0
+        """Times rows were locked and held."""
+        self.lost = 0
+        """Times the holder was chosen as a deadlock's victim instead."""
+        self._table = table
+        self._ids = ids
+        self._hold = hold
+        self._rng = random.Random(seed)
+        self._engine = sa.create_engine(admin_url, poolclass=sa.pool.NullPool)
+
+    def hold_once(self) -> None:
+        rows = self._rng.sample(self._ids, self._rng.choice((1, 2)))
+        key = self._table.primary_key.columns.values()[0]
+        with self._engine.connect() as conn:
+            try:
+                conn.execute(sa.select(key).where(key.in_(rows)).with_for_update()).all()
+            except sa.exc.OperationalError as error:
+                # The app's transactions lock the same rows: the holder may lose a deadlock.
+                if classify(error.orig or error) not in ("deadlock", "lock_wait_timeout"):
+                    raise
+                self.lost += 1
+                return
+            time.sleep(self._rng.uniform(*self._hold))  # the fault: keep the rows locked
+            conn.rollback()
+            self.holds += 1
+
+    def in_background(self, *, every: tuple[float, float], seconds: float) -> Background:
+        low, high = every
+        rng = random.Random(self._rng.random())
+        return Background(
+            "row-lock-holder",
+            self.hold_once,
+            pause=lambda: rng.uniform(low, high),
+            seconds=seconds,
+        )
+
+    def close(self) -> None:
+        self._engine.dispose()
 
 
 def sqlite_path(url: str | URL) -> str:
@@ -329,14 +414,21 @@ def classify(error: BaseException, *, disconnect: bool = False) -> str:
         return "deadlock"
     if code == 1205:
         return "lock_wait_timeout"
+    if code == 1020:  # MariaDB's write conflict under innodb_snapshot_isolation
+        return "serialization_failure"
     sqlstate = getattr(error, "sqlstate", None)
     if sqlstate == "40001":
         return "serialization_failure"
     if sqlstate == "40P01":
         return "deadlock"
+    if sqlstate == "55P03":
+        return "lock_timeout"
+    if sqlstate == "57014":
+        return "query_canceled"
     if "database is locked" in str(error):
         return "sqlite_locked"
-    return type(error).__name__
+    kind = type(error).__name__
+    return f"{kind} {code or sqlstate}" if code or sqlstate else kind
 
 
 def stored_transfers(connection: sa.Connection) -> dict[int, tuple[int, int, int]]:

@@ -54,6 +54,19 @@ SECTIONS = {
         "once, no failure is visible, hooks ran for committed units only, and nothing is left "
         "checked out or idle in a transaction.",
     ),
+    "test_bank_async": (
+        "Async bank test with faults and cancellations",
+        "24 asyncio tasks run random transfers in async units (`@db.transactional(retries=)`, "
+        "`async with db.unit_of_work()`, a SAVEPOINT inside a decorated unit) while the app's "
+        "connections are killed from outside, another connection holds row locks (SQLite: the "
+        "write lock) longer than the units' lock_timeout, transfers at REPEATABLE READ or "
+        "SERIALIZABLE conflict, and tasks are cancelled mid-statement, mid-COMMIT, at random "
+        "or by asyncio.timeout. The outcome of each transfer's last unit decides whether it "
+        "is stored (unknown ones are resent with their idempotency key); afterwards the money "
+        "is all there, balances match the stored transfers, each unit's hooks match its "
+        "outcome, and nothing is left checked out, idle in a transaction or to the garbage "
+        "collector.",
+    ),
     "test_exactly_once_http": (
         "Exactly once over HTTP",
         "Clients resend transfers with their Idempotency-Key to the ledger under gunicorn on "
