@@ -50,6 +50,7 @@ from flask_uow import (
     Database,
     Outcome,
     Propagation,
+    UnexpectedRollback,
     UnitOfWork,
     UnitState,
     UnitTimeout,
@@ -190,11 +191,14 @@ EXPECTED_ERRORS = (
     InsufficientFunds,
     UnitTimeout,
     CommitOutcomeUnknown,
+    UnexpectedRollback,
     sa.exc.DBAPIError,
     asyncio.CancelledError,
     TimeoutError,
 )
-"""What a transfer's caller may see; anything else fails the test."""
+"""What a transfer's caller may see; anything else fails the test. ``UnexpectedRollback``:
+the connection died while a savepoint rolled back after ``InjectedFault``, which the unit
+caught to go on; the transaction it would have committed is gone, and it says so."""
 
 
 class Bank:
