@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="rounds per HTTP cell (full run: 5, about 45 minutes for both backends)",
     )
+    parser.add_argument(
+        "--http-seconds",
+        type=int,
+        help="seconds of wrk per HTTP cell and round (full run: 3; wrk takes whole seconds)",
+    )
     parser.add_argument("--http-sqlite", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument(
         "--http-concurrency",
@@ -127,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             http_settings = dataclasses.replace(
                 http_settings, rounds=args.http_rounds, hold_rounds=args.http_rounds
             )
+        if args.http_seconds:
+            http_settings = dataclasses.replace(http_settings, seconds=args.http_seconds)
         if args.http_sqlite is not None:
             http_settings = dataclasses.replace(http_settings, sqlite=args.http_sqlite)
         if args.http_concurrency:
