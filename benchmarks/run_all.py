@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if not quick:
         log(f"waiting {SETTLE_SECONDS} s for the benchmark's own load to fade from the average")
         time.sleep(SETTLE_SECONDS)
+        results["settle_seconds"] = SETTLE_SECONDS
     results["load_after"] = load_average()
 
     raw_path = os.path.join(raw, "results.json")
@@ -223,7 +224,11 @@ def render(results: dict[str, Any], images: dict[str, str], out: str, command: s
         "within noise*. Counted figures (Python calls, round trips) do not depend on load. "
         f"Load average (1/5/15 min): {_load(results['load_before'])} before, "
         f"{_load(results['load_after'])} "
-        + ("after." if quick else f"{SETTLE_SECONDS} s after the last measurement.")
+        + (
+            f"{results['settle_seconds']} s after the last measurement."
+            if results.get("settle_seconds")
+            else "after."
+        )
         + (f" **Written with --force although {results['busy']}.**" if results.get("busy") else ""),
         "",
         "## Machine",
