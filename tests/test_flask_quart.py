@@ -226,6 +226,22 @@ async def test_uow_session_options_of_a_quart_app_shape_its_units_sessions(
     db.dispose()
 
 
+@pytest.mark.anyio
+async def test_uow_lock_timeout_of_a_quart_app_applies_to_its_units(
+    backend_url: str, anyio_backend: str
+) -> None:
+    db = Database(metadata=Base.metadata)
+    app = Quart(__name__)
+    app.config.update(UOW_DATABASE_URL=backend_url, UOW_LOCK_TIMEOUT=0.25)
+    db.init_app(app)
+    async with app.app_context():
+        async with db.unit_of_work() as uow:
+            pass
+    assert uow.timeouts is not None and uow.timeouts.lock == 0.25
+    await db.dispose_async()
+    db.dispose()
+
+
 def test_quart_apps_sharing_a_database_with_different_session_options_are_refused(
     db: Database,
 ) -> None:

@@ -209,6 +209,29 @@ def register(db: Database, app: Flask) -> None:
         default_sqlite_wal=db.sqlite_wal,
         debug=app.debug,
     )
+    state = add_app(db, integration, app, config)
+    app.extensions[EXTENSION_KEY] = db
+
+    if config.per_request:
+        _install_request_unit(db, app, config.read_only_methods)
+    _install_async_views(db, app)
+    app.teardown_appcontext(lambda error: end_leaked_units(db))
+    app.cli.add_command(uow_cli)
+    app.shell_context_processor(lambda: {"db": db})
+    state.replicas = _flask_replicas.register(db, app)
+
+
+def add_app(
+    db: Database,
+    integration: FlaskIntegration,
+    app: object,
+    config: AppConfig,
+    *,
+    pooled_async: bool = False,
+) -> AppState:
+    """Record what ``app`` configured, for a Flask or a Quart app alike: its engines (made on
+    first use) and timeouts are its own; session options, the idle warning and
+    OpenTelemetry belong to the Database."""
     if config.session_options:
         # Session options are shared by every app: refuse ones that would differ silently.
         merged = {**db.session_options, **config.session_options}
@@ -219,16 +242,9 @@ def register(db: Database, app: Flask) -> None:
             )
         db.session_options = merged
     _apply_observability(db, config)
-    state = integration.apps[app] = AppState(config, timeouts=_app_timeouts(config))
-    app.extensions[EXTENSION_KEY] = db
-
-    if config.per_request:
-        _install_request_unit(db, app, config.read_only_methods)
-    _install_async_views(db, app)
-    app.teardown_appcontext(lambda error: end_leaked_units(db))
-    app.cli.add_command(uow_cli)
-    app.shell_context_processor(lambda: {"db": db})
-    state.replicas = _flask_replicas.register(db, app)
+    state = AppState(config, pooled_async=pooled_async, timeouts=_app_timeouts(config))
+    integration.apps[app] = state  # type: ignore[index]
+    return state
 
 
 def _app_timeouts(config: AppConfig) -> Timeouts | None:

@@ -20,7 +20,7 @@ from quart.signals import request_started
 from ._cli import check_command, create_all_command, drop_all_command
 from ._engines import EngineVariants
 from ._errors import UnitOfWorkError
-from ._flask import EXTENSION_KEY, AppState, FlaskIntegration
+from ._flask import EXTENSION_KEY, FlaskIntegration, add_app
 from ._flask_config import read_config
 from ._request_units import (
     abandon_async,
@@ -82,15 +82,7 @@ def register(db: Database, app: Quart) -> None:
         default_sqlite_foreign_keys=db.sqlite_foreign_keys,
         default_sqlite_wal=db.sqlite_wal,
     )
-    if config.session_options:
-        merged = {**db.session_options, **config.session_options}
-        if integration.apps and merged != db.session_options:
-            raise UnitOfWorkError(
-                "UOW_SESSION_OPTIONS differ between apps sharing one Database; pass "
-                "session_options to Database() instead."
-            )
-        db.session_options = merged
-    integration.apps[app] = AppState(config, pooled_async=True)  # type: ignore[index]
+    add_app(db, integration, app, config, pooled_async=True)
     app.extensions[EXTENSION_KEY] = db
 
     if config.per_request:
