@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable
-from typing import assert_type, cast
+from collections.abc import Callable, Coroutine
+from typing import Any, assert_type, cast
 
 import pytest
 import sqlalchemy as sa
@@ -119,57 +119,18 @@ async def test_a_timeout_rolls_back_and_raises_timeout_error(
     assert async_checked_out(adb) == 0
 
 
-async def test_a_cancellation_during_commit_lets_the_commit_finish_then_reraises(
-    adb: Database, observer: sa.Engine
-) -> None:
+async def cancel_during_commit(
+    adb: Database, work: Callable[[], Coroutine[Any, Any, None]]
+) -> BaseException:
+    """Run ``work`` in a task, cancel it while its unit's COMMIT is under way, check the
+    cancellation waits for the COMMIT, and return the CancelledError the task ended with."""
     in_commit = asyncio.Event()
     release = asyncio.Event()
-    units = []
 
     def wait_in_commit(session: Session) -> None:
         in_commit.set()
         await_only(release.wait())
 
-    async def work() -> None:
-        async with adb.unit_of_work() as uow:
-            units.append(uow)
-            adb.session.add(Item(name="committed-anyway"))
-
-    event.listen(adb.session_class, "before_commit", wait_in_commit)
-    try:
-        task = asyncio.create_task(work())
-        await in_commit.wait()
-        task.cancel()
-        await asyncio.sleep(0)
-        assert not task.done()
-        release.set()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    finally:
-        event.remove(adb.session_class, "before_commit", wait_in_commit)
-    assert units[0].outcome is Outcome.COMMITTED
-    assert committed_names(observer) == ["committed-anyway"]
-    assert async_checked_out(adb) == 0
-
-
-async def test_a_cancellation_during_a_commit_that_fails_rolls_back_and_keeps_the_error(
-    adb: Database, observer: sa.Engine
-) -> None:
-    in_commit = asyncio.Event()
-    release = asyncio.Event()
-    units = []
-
-    def wait_in_commit(session: Session) -> None:
-        in_commit.set()
-        await_only(release.wait())
-
-    async def work() -> None:
-        async with adb.unit_of_work() as uow:
-            units.append(uow)
-            adb.session.add(Item(name="taken"))  # flushed by COMMIT, which fails
-
-    async with adb.unit_of_work():
-        adb.session.add(Item(name="taken"))
     event.listen(adb.session_class, "before_commit", wait_in_commit)
     try:
         task = asyncio.create_task(work())
@@ -182,7 +143,39 @@ async def test_a_cancellation_during_a_commit_that_fails_rolls_back_and_keeps_th
             await task
     finally:
         event.remove(adb.session_class, "before_commit", wait_in_commit)
-    assert isinstance(raised.value.__context__, sa.exc.IntegrityError)
+    return raised.value
+
+
+async def test_a_cancellation_during_commit_lets_the_commit_finish_then_reraises(
+    adb: Database, observer: sa.Engine
+) -> None:
+    units = []
+
+    async def work() -> None:
+        async with adb.unit_of_work() as uow:
+            units.append(uow)
+            adb.session.add(Item(name="committed-anyway"))
+
+    await cancel_during_commit(adb, work)
+    assert units[0].outcome is Outcome.COMMITTED
+    assert committed_names(observer) == ["committed-anyway"]
+    assert async_checked_out(adb) == 0
+
+
+async def test_a_cancellation_during_a_commit_that_fails_rolls_back_and_keeps_the_error(
+    adb: Database, observer: sa.Engine
+) -> None:
+    units = []
+
+    async def work() -> None:
+        async with adb.unit_of_work() as uow:
+            units.append(uow)
+            adb.session.add(Item(name="taken"))  # flushed by COMMIT, which fails
+
+    async with adb.unit_of_work():
+        adb.session.add(Item(name="taken"))
+    cancelled = await cancel_during_commit(adb, work)
+    assert isinstance(cancelled.__context__, sa.exc.IntegrityError)
     assert units[0].outcome is Outcome.ROLLED_BACK
     assert committed_names(observer) == ["taken"]
     assert async_checked_out(adb) == 0
