@@ -80,6 +80,9 @@ NOT_BEHIND_PGBOUNCER = (
 PgBouncer 1.18 refuses) or kill the server backend and expect the client connection to die
 with it (behind PgBouncer the client connection outlives it). Not run on ``pgbouncer``."""
 
+BEHIND_PGBOUNCER_TOO = ("tests/reliability/test_outbox_chaos.py",)
+"""Reliability tests that do run on ``pgbouncer``: the outbox's chaos test is required there."""
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     kept: list[pytest.Item] = []
@@ -87,7 +90,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         callspec = getattr(item, "callspec", None)
         behind = callspec is not None and callspec.params.get("backend_url") == "pgbouncer"
-        (dropped if behind and item.nodeid.startswith(NOT_BEHIND_PGBOUNCER) else kept).append(item)
+        excluded = item.nodeid.startswith(NOT_BEHIND_PGBOUNCER) and not item.nodeid.startswith(
+            BEHIND_PGBOUNCER_TOO
+        )
+        (dropped if behind and excluded else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

@@ -1,5 +1,3 @@
-"""Benchmarks of flask-uow against bare SQLAlchemy and Flask-SQLAlchemy (``make bench``).
-
-Run the modules with ``python -m benchmarks.overhead`` and ``python -m benchmarks.http`` from
-the repository root, or everything with ``python benchmarks/run_all.py``.
+"""Benchmarks of flask-uow against bare SQLAlchemy and the Flask extensions: ``python -m
+benchmarks.<program>`` from the repository root, or all of them with ``benchmarks/run_all.py``.
 """

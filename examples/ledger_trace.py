@@ -82,9 +82,7 @@ def main() -> int:
             flask_uow.otel.instrument(db, tracer_provider=provider)
             instrumentor = SQLAlchemyInstrumentor()
             # skip_dep_check: the instrumentation declares SQLAlchemy < 2.1 and works with 2.1.
-            instrumentor.instrument(
-                engine=db.engine, tracer_provider=provider, skip_dep_check=True
-            )
+            instrumentor.instrument(engine=db.engine, tracer_provider=provider, skip_dep_check=True)
             try:
                 client = LedgerClient(app.test_client())
                 source, target = client.open_account(balance=5000), client.open_account()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import sqlalchemy as sa
 
@@ -53,3 +55,23 @@ def test_an_apps_timeouts_apply_to_its_units_and_not_to_another_apps(backend_url
         assert in_plain.timeouts is None
     finally:
         db.dispose()
+
+
+@pytest.mark.anyio
+async def test_a_statement_timeout_holds_when_an_async_units_first_statement_streams(
+    adb: Database, backend_name: str
+) -> None:
+    if backend_name == "sqlite":
+        pytest.skip("SQLite has no statement timeout")
+    sleep = "SELECT pg_sleep(2)"
+    if backend_name == "mariadb":
+        await add_row(adb)
+        sleep = "SELECT SLEEP(2) FROM uow_item"
+    started = time.monotonic()
+    with pytest.raises(UnitTimeout) as raised:
+        async with adb.unit_of_work(statement_timeout=0.2):
+            streamed = await adb.async_session.stream(sa.text(sleep))
+            await streamed.all()
+    assert raised.value.kind == "statement"
+    assert time.monotonic() - started < 1.5
+    assert async_checked_out(adb) == 0

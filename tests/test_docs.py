@@ -313,9 +313,12 @@ def run_pytest(case: Case, pytester: pytest.Pytester, monkeypatch: pytest.Monkey
 def check_console(block: Block) -> None:
     makefile = (ROOT / "Makefile").read_text()
     targets = set(re.findall(r"^([A-Za-z0-9_.-]+):", makefile, re.MULTILINE))
-    from flask_uow._cli import uow_cli
+    from flask import current_app
+    from flask.cli import AppGroup
 
-    commands = set(uow_cli.commands)
+    from flask_uow._cli import command_group
+
+    commands = set(command_group(AppGroup, current_app).commands)
     for line in block.source.replace("\\\n", " ").splitlines():
         if not line.startswith("$ "):
             continue

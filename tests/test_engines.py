@@ -67,7 +67,14 @@ def test_the_read_write_path_on_a_server_runs_on_the_stock_engine(
     assert engine is variants.engine
     assert not list(engine.dispatch.begin)  # no per-transaction, per-statement dispatch
     read_only = variants.for_unit(read_only=True, isolation_level=None)
-    assert list(read_only.dispatch.begin)  # READ ONLY is set by the variant's listener
+    if variants.engine.dialect.driver == "psycopg":
+        # READ ONLY rides in the BEGIN psycopg sends, set by the variant's connections.
+        assert not list(read_only.dispatch.begin)
+        assert not list(read_only.dispatch.rollback)
+        with read_only.connect() as connection:
+            assert connection.exec_driver_sql("SHOW transaction_read_only").scalar() == "on"
+    else:
+        assert list(read_only.dispatch.begin)  # SET TRANSACTION READ ONLY from a listener
     variants.engine.dispose()
 
 
@@ -93,3 +100,26 @@ def test_a_locked_sqlite_database_fails_a_writer_with_sqlalchemys_operational_er
         holder.execute("ROLLBACK")
         holder.close()
     db.dispose()
+
+
+def test_engines_replicas_and_timeouts_import_each_other_in_one_direction_only() -> None:
+    # Every import counts here, inside functions and under TYPE_CHECKING too: replicas build
+    # on engines, engines on timeouts, and nothing leads back.
+    import ast
+    from pathlib import Path
+
+    import flask_uow
+
+    source = Path(flask_uow.__file__).parent
+
+    def imports(module: str) -> set[str]:
+        tree = ast.parse((source / f"{module}.py").read_text())
+        return {
+            node.module or ""
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 1
+        }
+
+    assert imports("_timeouts").isdisjoint({"_engines", "_replicas"})
+    assert "_replicas" not in imports("_engines")
+    assert "_engines" in imports("_replicas")

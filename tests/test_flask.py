@@ -303,3 +303,27 @@ def test_flask_shell_context_has_db(db: Database) -> None:
     app = make_app("sqlite://", per_request=False)
     db.init_app(app)
     assert app.make_shell_context()["db"] is db
+
+
+class ProjectApp(Flask):
+    """An app class of the project's own package: a Flask app all the same."""
+
+
+def test_an_app_of_a_flask_subclass_from_another_package_is_registered_as_a_flask_app(
+    tmp_path: Path,
+) -> None:
+    db = Database(metadata=Base.metadata)
+    app = ProjectApp(__name__, instance_path=str(tmp_path))
+    app.config["UOW_DATABASE_URL"] = f"sqlite:///{tmp_path}/app.db"
+    db.init_app(app)
+
+    assert app.extensions["flask-uow"] is db
+    assert "uow" in app.cli.commands
+    with app.app_context():
+        assert db.engine.url.database == f"{tmp_path}/app.db"
+    db.dispose()
+
+
+def test_init_app_with_an_object_that_is_no_app_says_which_apps_it_takes() -> None:
+    with pytest.raises(UnitOfWorkError, match="a Flask or a Quart app.*'dict'.*flask, quart"):
+        Database("sqlite://").init_app({"name": "app"})  # type: ignore[arg-type]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, Response
 from flask.views import MethodView
 
 from flask_uow import Database, UnitOfWorkWarning
@@ -240,3 +241,108 @@ async def test_outside_an_app_context_async_units_run_on_the_database_url(
         db.drop_all()
         await db.dispose_async()
         db.dispose()
+
+
+class Conflict(Exception):
+    pass
+
+
+@pytest.mark.parametrize("after", ["raises", "answers 403"])
+def test_an_after_request_hook_that_fails_the_response_rolls_an_async_view_back(
+    app: Flask, db: Database, observer: sa.Engine, after: str
+) -> None:
+    @app.post("/items/<name>")
+    async def add(name: str) -> str:
+        db.session.add(Item(name=name))
+        await db.async_session.flush()
+        return "created"
+
+    @app.after_request  # registered after init_app: runs before the request's unit ends
+    def refuse(response: Response) -> Response:
+        if after == "raises":
+            raise Boom
+        response.status_code = 403
+        return response
+
+    status = app.test_client().post("/items/lost").status_code
+    assert status == (500 if after == "raises" else 403)
+    assert committed_names(observer) == []
+
+
+def test_an_async_after_request_hook_runs_in_an_async_views_unit(
+    app: Flask, db: Database, observer: sa.Engine
+) -> None:
+    @app.post("/items/<name>")
+    async def add(name: str) -> str:
+        db.session.add(Item(name=name))
+        return "created"
+
+    @app.after_request
+    async def audit(response: Response) -> Response:
+        db.session.add(Item(name="audit"))
+        count = await db.async_session.scalar(sa.select(sa.func.count(Item.id)))
+        response.headers["X-Count"] = str(count)
+        return response
+
+    response = app.test_client().post("/items/kept")
+    assert (response.status_code, response.headers["X-Count"]) == (200, "2")
+    assert committed_names(observer) == ["audit", "kept"]
+
+
+def test_an_async_error_handler_of_an_async_view_queries_in_the_request_unit(
+    app: Flask, db: Database, observer: sa.Engine
+) -> None:
+    @app.errorhandler(Conflict)
+    async def conflict(error: Conflict) -> tuple[str, int]:
+        count = await db.async_session.scalar(sa.select(sa.func.count(Item.id)))
+        return f"conflict; {count} items", 409
+
+    @app.post("/items/<name>")
+    async def add(name: str) -> str:
+        db.session.add(Item(name=name))
+        await db.async_session.flush()
+        raise Conflict
+
+    response = app.test_client().post("/items/partial")
+    assert (response.status_code, response.text) == (409, "conflict; 1 items")
+    assert committed_names(observer) == []
+
+
+def test_a_sync_error_handler_of_an_async_view_can_query(
+    app: Flask, db: Database, observer: sa.Engine
+) -> None:
+    @app.errorhandler(Conflict)
+    def conflict(error: Conflict) -> tuple[str, int]:
+        count = db.session.scalar(sa.select(sa.func.count(Item.id)))
+        return f"conflict; {count} items", 409
+
+    @app.post("/items/<name>")
+    async def add(name: str) -> str:
+        if name == "taken":
+            raise Conflict
+        db.session.add(Item(name=name))
+        return "created"
+
+    client = app.test_client()
+    assert client.post("/items/first").status_code == 200
+    response = client.post("/items/taken")
+    assert (response.status_code, response.text) == (409, "conflict; 1 items")
+    assert committed_names(observer) == ["first"]
+
+
+def test_the_event_loop_of_an_async_views_request_ends_with_the_request(
+    app: Flask, db: Database, observer: sa.Engine
+) -> None:
+    @app.post("/items/<name>")
+    async def add(name: str) -> str:
+        db.session.add(Item(name=name))
+        if name == "failing":
+            raise Boom
+        return "created"
+
+    client = app.test_client()
+    assert client.post("/items/kept").status_code == 200
+    assert client.post("/items/failing").status_code == 500
+    loops = [thread for thread in threading.enumerate() if thread.name == "flask-uow-request-loop"]
+    assert loops == []
+    assert committed_names(observer) == ["kept"]

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from flask import Flask
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
-from quart import Quart, Response
+from quart import Quart, Response, copy_current_request_context, request
 
 from flask_uow import Database, UnitOfWorkError, UnitOfWorkWarning
 
@@ -331,3 +331,87 @@ async def test_a_sync_unit_leaked_by_a_view_is_rolled_back_with_a_warning(
         finally:
             async with app.app_context():
                 db.drop_all()
+
+
+@pytest.mark.anyio
+async def test_a_sync_view_opens_its_own_units_beside_the_request_unit(
+    app: Quart, db: Database, observer: sa.Engine, anyio_backend: str
+) -> None:
+    @db.transactional
+    def create(name: str) -> None:
+        db.session.add(Item(name=name))
+
+    @app.post("/items/<name>")
+    def add(name: str) -> str:  # Quart runs it in a worker thread
+        create(name)
+        return "created"
+
+    async with app.test_app():
+        assert (await app.test_client().post("/items/synced")).status_code == 200
+    assert committed_names(observer) == ["synced"]
+
+
+@pytest.mark.anyio
+async def test_uow_replica_urls_of_a_quart_app_route_its_read_only_units_to_the_replica(
+    db: Database, primary_url: str, replica_url: str, anyio_backend: str
+) -> None:
+    app = Quart(__name__)
+    app.config.update(
+        UOW_DATABASE_URL=primary_url, UOW_REPLICA_URLS=replica_url, SECRET_KEY="test secret"
+    )
+    db.init_app(app)
+
+    @app.get("/port/<mode>")
+    def port(mode: str) -> str:  # a sync view: Quart runs it in a worker thread
+        with db.unit_of_work(read_only=mode == "read-only"):
+            return str(db.session.scalar(sa.text("SELECT inet_server_port()")))
+
+    try:
+        async with app.test_app():
+            client = app.test_client()
+            read_only = await (await client.get("/port/read-only")).get_data(as_text=True)
+            read_write = await (await client.get("/port/read-write")).get_data(as_text=True)
+            async with app.app_context():
+                assert db.replicas is not None and db.replicas is not db.own_replicas
+        assert (int(read_only), int(read_write)) == (5433, sa.make_url(primary_url).port)
+    finally:
+        db.dispose()
+
+
+@pytest.mark.anyio
+async def test_paginate_in_a_quart_view_reads_page_and_per_page_from_the_query_string(
+    app: Quart, db: Database, anyio_backend: str
+) -> None:
+    @app.get("/items")
+    def items() -> dict[str, int]:  # a sync view, in its own unit
+        with db.unit_of_work(read_only=True):
+            page = db.paginate(sa.select(Item).order_by(Item.id))
+            return {"page": page.page, "per_page": page.per_page}
+
+    async with app.test_app():
+        response = await app.test_client().get("/items?page=1&per_page=7")
+        assert await response.get_json() == {"page": 1, "per_page": 7}
+
+
+@pytest.mark.anyio
+async def test_a_task_in_a_copied_request_context_leaves_the_requests_unit_to_the_request(
+    app: Quart, db: Database, observer: sa.Engine, anyio_backend: str
+) -> None:
+    rolled_back: list[str] = []
+
+    @app.post("/items/<name>")
+    async def add(name: str) -> str:
+        db.session.add(Item(name=name))
+        db.on_rollback(lambda: rolled_back.append(name))
+
+        @copy_current_request_context
+        async def in_task() -> str:
+            return request.path
+
+        assert await asyncio.create_task(in_task()) == f"/items/{name}"
+        return "created"
+
+    async with app.test_app():
+        assert (await app.test_client().post("/items/kept")).status_code == 200
+    assert rolled_back == []
+    assert committed_names(observer) == ["kept"]

@@ -1,4 +1,4 @@
-"""The Quart apps the HTTP benchmark drives (benchmarks/peers): both answer the ledger's hot
+"""The Quart apps the HTTP benchmark drives (tests/peer_apps): both answer the ledger's hot
 endpoints alike, with the ledger's shapes and statuses, on every backend."""
 
 from __future__ import annotations
@@ -50,12 +50,11 @@ def seeded(backend_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[sa.Eng
     engine.dispose()
 
 
-async def _answers(app_module: str) -> list[tuple[int, Any]]:
+async def _answers(factory: str) -> list[tuple[int, Any]]:
     """Status and JSON of each request of one session against the app, in order."""
-    import importlib
+    from .peer_apps import quart_apps
 
-    module = importlib.import_module(f"benchmarks.peers.{app_module}")
-    app = module.create_app()
+    app = getattr(quart_apps, factory)()
     answers: list[tuple[int, Any]] = []
     async with app.test_app() as test_app:  # runs before_serving and after_serving
         client = test_app.test_client()
@@ -75,14 +74,14 @@ async def _answers(app_module: str) -> list[tuple[int, Any]]:
     return answers
 
 
-@pytest.mark.parametrize("app_module", ["quart_uow_app", "quart_sqlalchemy_app"])
+@pytest.mark.parametrize("factory", ["create_uow_app", "create_bare_app"])
 async def test_a_quart_bench_app_reads_transfers_and_refuses_as_the_ledger_does(
-    seeded: sa.Engine, app_module: str
+    seeded: sa.Engine, factory: str
 ) -> None:
-    from ledger import notifications
+    from ledger.services import notifications
 
     notifications.outbox.clear()
-    answers = await _answers(app_module)
+    answers = await _answers(factory)
 
     customer_3, statement, transfer, customer_4, customer_7, after, missing, refused, noop = answers
     assert customer_3 == (

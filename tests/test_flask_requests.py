@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask, g, redirect
+from flask import Flask, copy_current_request_context, g, redirect, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from flask_uow import Database, Propagation, UnitOfWorkError, UnitOfWorkWarning
@@ -344,4 +346,67 @@ def test_requests_of_the_read_only_methods_run_in_read_only_units(
         assert client.get("/read-only").text == "True"
         assert client.post("/read-only").text == "False"
     finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("copies_contextvars", [False, True], ids=["thread", "executor"])
+def test_a_thread_in_a_copied_request_context_leaves_the_requests_unit_to_the_request(
+    app: Flask, db: Database, observer: sa.Engine, copies_contextvars: bool
+) -> None:
+    rolled_back: list[str] = []
+
+    @app.post("/items/<name>")
+    def add(name: str) -> str:
+        db.session.add(Item(name=name))
+        db.on_rollback(lambda: rolled_back.append(name))
+
+        @copy_current_request_context
+        def in_thread() -> str:
+            return request.path
+
+        run = contextvars.copy_context().run if copies_contextvars else (lambda f: f())
+        with ThreadPoolExecutor(1) as executor:
+            assert executor.submit(run, in_thread).result() == f"/items/{name}"
+        return "created"
+
+    assert app.test_client().post("/items/kept").status_code == 200
+    assert rolled_back == []
+    assert committed_names(observer) == ["kept"]
+
+
+def test_a_copied_request_context_in_another_thread_leaves_the_causal_scope_to_the_request(
+    primary_url: str,
+) -> None:
+    db = Database(metadata=Base.metadata)
+    app = Flask(__name__)
+    app.config.update(
+        UOW_DATABASE_URL=primary_url,
+        UOW_REPLICA_URLS="postgresql+psycopg://nobody@127.0.0.1:1/none",  # never reached
+        SECRET_KEY="test secret",
+    )
+    db.init_app(app)
+
+    @app.post("/items/<name>")
+    def add(name: str) -> str:
+        with db.unit_of_work():
+            db.session.add(Item(name=name))
+        in_thread = copy_current_request_context(lambda: request.path)
+        with ThreadPoolExecutor(1) as executor:
+            executor.submit(contextvars.copy_context().run, in_thread).result()
+        return "created"
+
+    try:
+        with app.app_context():
+            db.create_all()
+        client = app.test_client()
+        assert client.post("/items/written").status_code == 200
+        assert client.get_cookie("session") is not None  # the write's position was saved
+        assert db.own_replicas is None
+        with app.app_context():
+            replicas = db.replicas
+            assert replicas is not None
+            assert replicas.current_position() is None  # the request's scope ended with it
+    finally:
+        with app.app_context():
+            db.drop_all()
         db.dispose()

@@ -62,6 +62,10 @@ def make_app(url: str) -> tuple[Flask, Database]:
     return app, db
 
 
+OUTBOX_TABLES = {"flask_uow_outbox", "flask_uow_outbox_keys", "flask_uow_inbox"}
+"""The Database adds them to its metadata: migrations create them with the app's tables."""
+
+
 def tables(db: Database) -> set[str]:
     return set(sa.inspect(db.engine).get_table_names())
 
@@ -82,8 +86,9 @@ def test_flask_migrate_init_migrate_upgrade_and_downgrade(scratch_url: str, tmp_
         flask_migrate.migrate(directory, message="notes")
         (script,) = (tmp_path / "migrations" / "versions").glob("*_notes.py")
         assert "create_table('migrated_note'" in script.read_text()
+        assert "create_table('flask_uow_outbox'" in script.read_text()
         flask_migrate.upgrade(directory)
-        assert tables(db) == {"alembic_version", "migrated_note"}
+        assert tables(db) == {"alembic_version", "migrated_note", *OUTBOX_TABLES}
         assert notes_after_a_unit(db) == ["migrated"]
         flask_migrate.downgrade(directory, revision="base")
         assert tables(db) == {"alembic_version"}
@@ -119,7 +124,7 @@ def test_flask_alembic_revision_upgrade_and_downgrade(scratch_url: str, tmp_path
         assert alembic.needs_upgrade()
         alembic.upgrade()
     with app.app_context():
-        assert tables(db) == {"alembic_version", "migrated_note"}
+        assert tables(db) == {"alembic_version", "migrated_note", *OUTBOX_TABLES}
         assert not alembic.needs_revision()
     with app.app_context():
         assert notes_after_a_unit(db) == ["migrated"]

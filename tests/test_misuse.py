@@ -3,6 +3,7 @@ session options flask-uow cannot honour."""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from typing import Any, cast
 
@@ -48,6 +49,48 @@ def test_a_units_session_used_from_another_thread_raises_and_the_unit_carries_on
     assert isinstance(error, UnitOfWorkError)
     assert "another thread" in str(error)
     assert committed_names(observer) == (["after", "before"] if used_here_first else ["after"])
+    assert checked_out(db) == 0
+
+
+@pytest.mark.parametrize("how", ["exit", "exit with an error", "abandon"])
+def test_another_thread_cannot_end_a_unit_and_its_owner_still_commits_it(
+    db: Database, observer: sa.Engine, how: str
+) -> None:
+    hooks: list[str] = []
+    ends = {
+        "exit": lambda unit: unit.__exit__(None, None, None),
+        "exit with an error": lambda unit: unit.__exit__(ValueError, ValueError("x"), None),
+        "abandon": lambda unit: unit.abandon(),
+    }
+    with db.unit_of_work() as uow:
+        uow.session.add(Item(name="kept"))
+        uow.session.flush()
+        uow.on_commit(lambda: hooks.append("commit"))
+        uow.on_rollback(lambda: hooks.append("rollback"))
+
+        error = _in_another_thread(lambda: ends[how](uow))
+
+        assert uow.state.value == "active"
+        uow.session.add(Item(name="after"))
+
+    assert isinstance(error, UnitOfWorkError)
+    assert "entered in another thread" in str(error) and str(uow.opened_at) in str(error)
+    assert hooks == ["commit"]
+    assert committed_names(observer) == ["after", "kept"]
+    assert checked_out(db) == 0
+
+
+def test_a_copied_context_in_another_thread_cannot_end_the_unit_it_sees(
+    db: Database, observer: sa.Engine
+) -> None:
+    with db.unit_of_work() as uow:
+        uow.session.add(Item(name="kept"))
+        copied = contextvars.copy_context()
+
+        error = _in_another_thread(lambda: copied.run(uow.__exit__, None, None, None))
+
+    assert isinstance(error, UnitOfWorkError)
+    assert committed_names(observer) == ["kept"]
     assert checked_out(db) == 0
 
 

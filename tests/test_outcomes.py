@@ -235,6 +235,27 @@ def test_a_connection_lost_during_commit_raises_outcome_unknown_and_runs_neither
     assert checked_out(db) == 0
 
 
+def test_commit_outcome_unknown_names_the_outbox_messages_of_its_transaction(
+    db: Database, backend_name: str
+) -> None:
+    with connection_lost_during_commit(db, backend_name):
+        with pytest.raises(CommitOutcomeUnknown) as raised:
+            with db.unit_of_work():
+                db.session.add(Item(name="maybe"))
+                db.session.info["flask_uow_outbox_ids"] = ["message-1", "message-2"]
+    assert raised.value.message_ids == ("message-1", "message-2")
+
+
+def test_commit_outcome_unknown_names_no_messages_without_an_outbox(
+    db: Database, backend_name: str
+) -> None:
+    with connection_lost_during_commit(db, backend_name):
+        with pytest.raises(CommitOutcomeUnknown) as raised:
+            with db.unit_of_work():
+                db.session.add(Item(name="maybe"))
+    assert raised.value.message_ids == ()
+
+
 def test_a_commit_whose_outcome_is_unknown_is_never_retried(
     db: Database, backend_name: str
 ) -> None:

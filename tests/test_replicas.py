@@ -15,14 +15,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask, Response, jsonify
 from sqlalchemy import event
 
-from flask_uow import Database, UnitOfWorkWarning
-from flask_uow._replicas import Replicas, parse_token
+from flask_uow import CommitOutcomeUnknown, Database, UnitOfWorkWarning
+from flask_uow._replicas import UNKNOWN_POSITION, Replicas, parse_token
 
 from .models import Base, Item
 from .reliability._http import Gunicorn, call
@@ -411,7 +412,37 @@ def test_a_writer_whose_commit_position_cannot_be_read_reads_the_primary_with_a_
         event.remove(rdb.engine, "before_cursor_execute", refuse_position)
     assert any("could not read the primary's WAL position" in m for m in caplog.messages)
     assert read(rdb) == (5432, ["written"])
-    assert rdb.causal_token() == "lsn:0/0"  # "unknown" never leaves this process
+    # The token reads the primary's position now: another thread given it sees the write.
+    token = rdb.causal_token()
+    assert parse_token(token) not in (None, UNKNOWN_POSITION)
+    assert in_fresh_thread(lambda: read(rdb, after=token)[1]) == ["written"]
+
+
+def test_after_a_commit_whose_outcome_is_unknown_the_scope_and_its_token_read_the_primary(
+    rdb: Database, replica_admin: sa.Engine
+) -> None:
+    import psycopg
+
+    read(rdb)
+    dialect = rdb.engine.dialect
+    commit = dialect.do_commit
+
+    def commit_then_lose_the_answer(pooled: Any) -> None:
+        commit(pooled)  # the COMMIT lands; its answer is lost on the way back
+        pooled.dbapi_connection.close()
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    with paused_replay(replica_admin):
+        dialect.do_commit = commit_then_lose_the_answer  # type: ignore[method-assign,assignment]
+        try:
+            with pytest.raises(CommitOutcomeUnknown):
+                add(rdb, "landed")
+        finally:
+            dialect.do_commit = commit  # type: ignore[method-assign]
+        assert read(rdb) == (5432, ["landed"])  # "is the work there?" asks the primary
+        token = rdb.causal_token()
+        assert in_fresh_thread(lambda: read(rdb, after=token)) == (5432, ["landed"])
+        assert in_fresh_thread(lambda: read(rdb)) == (REPLICA_PORT, [])  # replay is paused
 
 
 def test_a_pooled_replica_connection_the_server_closed_is_replaced_before_a_unit_uses_it(

@@ -19,12 +19,7 @@ in one ``send``.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import threading
-import time
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -37,231 +32,38 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from sqlalchemy import event
 
 from flask_uow import (
     Database,
     NoActiveUnitOfWork,
+    Outcome,
     Propagation,
     ReadOnlyViolation,
     UnexpectedRollback,
-    UnitOfWork,
     UnitOfWorkError,
 )
 
-from .conftest import async_checked_out, checked_out, committed_names
+from .conftest import committed_names
 from .models import Item
-
-MAX_DEPTH = 5
-
-_NAMES = itertools.count()
-"""Row names are never reused, not even across examples: on MariaDB, inserting a key that a
-deleted, not yet purged row had takes a gap lock, which a REQUIRES_NEW unit of the same
-thread would then wait for."""
-
-T = TypeVar("T")
-
-Step = Callable[[], Coroutine[Any, Any, T]]
-
-
-class Boom(Exception):
-    """The application error the machine raises through units."""
-
-
-def transient_error() -> sa.exc.OperationalError:
-    """An error that ``is_transient`` classifies as worth a retry (SQLite's lock error)."""
-    return sa.exc.OperationalError("INSERT ...", {}, Exception("database is locked"))
-
-
-# -- runners ---------------------------------------------------------------------------------
-
-
-def run_without_suspending(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine that awaits nothing that suspends, to its end, in this thread."""
-    try:
-        coroutine.send(None)
-    except StopIteration as done:
-        return cast(T, done.value)
-    coroutine.close()
-    raise AssertionError("a step of the sync runner suspended: only async units may await")
-
-
-class SyncRunner:
-    """Sync units: ``__enter__``/``__exit__``, a decorated ``def``, plain hooks."""
-
-    is_async = False
-
-    def run(self, step: Step[T]) -> T:
-        return run_without_suspending(step())
-
-    async def enter(self, unit: UnitOfWork) -> object:
-        return unit.__enter__()
-
-    async def exit(self, unit: UnitOfWork, error: BaseException | None) -> object:
-        return cast(Any, unit).__exit__(type(error) if error else None, error, None)
-
-    async def flush(self, db: Database) -> None:
-        db.session.flush()
-
-    async def execute(self, db: Database, statement: sa.Executable) -> None:
-        db.session.execute(statement)
-
-    def hook(self, record: Callable[[], None]) -> Callable[[], object]:
-        return record
-
-    def service(self, db: Database, retries: int, body: Step[None]) -> Step[None]:
-        """``body`` as a ``@db.transactional(retries=...)`` function, called from a step."""
-
-        @db.transactional(retries=retries)
-        def service() -> None:
-            run_without_suspending(body())
-
-        async def call() -> None:
-            service()
-
-        return call
-
-    def failure(self, number: int) -> BaseException:
-        """What leaves a unit that ends with an error."""
-        return Boom()
-
-    def checked_out(self, db: Database) -> int:
-        return checked_out(db)
-
-    def close(self, db: Database) -> None:
-        pass
-
-
-class AsyncRunner:
-    """Async units, every step in one task on a loop of its own (see ``Driver``)."""
-
-    is_async = True
-
-    def __init__(self) -> None:
-        self.driver = Driver()
-
-    def run(self, step: Step[T]) -> T:
-        return self.driver.run(step)
-
-    async def enter(self, unit: UnitOfWork) -> object:
-        return await unit.__aenter__()
-
-    async def exit(self, unit: UnitOfWork, error: BaseException | None) -> object:
-        return await cast(Any, unit).__aexit__(type(error) if error else None, error, None)
-
-    async def flush(self, db: Database) -> None:
-        await db.async_session.flush()
-
-    async def execute(self, db: Database, statement: sa.Executable) -> None:
-        await db.async_session.execute(statement)
-
-    def hook(self, record: Callable[[], None]) -> Callable[[], object]:
-        async def hook() -> None:
-            await asyncio.sleep(0)
-            record()
-
-        return hook
-
-    def service(self, db: Database, retries: int, body: Step[None]) -> Step[None]:
-        @db.transactional(retries=retries)
-        async def service() -> None:
-            await body()
-
-        return service
-
-    def failure(self, number: int) -> BaseException:
-        # An exception or a cancellation through the block: both roll back.
-        return Boom() if number % 2 else asyncio.CancelledError()
-
-    def checked_out(self, db: Database) -> int:
-        return async_checked_out(db)
-
-    def close(self, db: Database) -> None:
-        try:
-            self.driver.run(db.async_engine.dispose)
-        finally:
-            self.driver.close()
-
-
-Runner = SyncRunner | AsyncRunner
-
-
-class Driver:
-    """One task on a private event loop that runs each step's coroutine in turn."""
-
-    def __init__(self) -> None:
-        self.threads_before = set(threading.enumerate())
-        self.loop = asyncio.new_event_loop()
-        self.queue: asyncio.Queue[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]]
-        self.loop.run_until_complete(self._start())
-
-    async def _start(self) -> None:
-        self.queue = asyncio.Queue()
-        self.task = asyncio.get_running_loop().create_task(self._serve())
-
-    async def _serve(self) -> None:
-        while True:
-            step, done = await self.queue.get()
-            try:
-                done.set_result(await step())
-            except Exception as error:  # handed to the step's caller
-                done.set_exception(error)
-
-    def run(self, step: Callable[[], Awaitable[T]]) -> T:
-        async def submit() -> T:
-            done: asyncio.Future[T] = self.loop.create_future()
-            self.queue.put_nowait((step, done))
-            return await done
-
-        return self.loop.run_until_complete(submit())
-
-    def close(self) -> None:
-        self.task.cancel()
-        self.loop.run_until_complete(asyncio.gather(self.task, return_exceptions=True))
-        # An aiosqlite connection that SQLAlchemy terminated after a cancellation finishes
-        # its last statement in its own thread, then reports to this loop: poll until those
-        # threads end, before closing the loop under them.
-        deadline = time.monotonic() + 30
-        while self._driver_threads() and time.monotonic() < deadline:
-            self.loop.run_until_complete(asyncio.sleep(0.005))
-        assert not self._driver_threads()
-        self.loop.close()
-
-    def _driver_threads(self) -> list[threading.Thread]:
-        return [
-            thread
-            for thread in threading.enumerate()
-            if thread not in self.threads_before and "connection_worker" in thread.name
-        ]
-
-
-# -- the model -------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class Frame:
-    """What the model knows of one transaction or savepoint."""
-
-    read_only: bool
-    parent: Frame | None = None
-    names: list[str] = field(default_factory=list)
-    commit_hooks: list[str] = field(default_factory=list)
-    rollback_hooks: list[str] = field(default_factory=list)
-    doomed: bool = False
-    connected: bool = False
-
-
-@dataclass(eq=False)
-class ModelUnit:
-    real: UnitOfWork
-    kind: str  # "outermost", "savepoint", "joined" or "none" (runs with no transaction)
-    frame: Frame | None  # the frame it owns, or the one it joined; None for "none"
-    root: Frame | None
-    rollback_requested: bool = False
+from .reliability._scale import scaled
+from .stateful_runners import (
+    MAX_DEPTH,
+    ROW_NAMES,
+    AsyncRunner,
+    Frame,
+    ModelUnit,
+    Runner,
+    SyncRunner,
+    machine_factory,
+    transient_error,
+)
 
 
 class UnitTrees(RuleBasedStateMachine):
     db: Database
     observer: sa.Engine
+    backend: str
     is_sqlite: bool
     is_wal: bool
     runner_class: type[Runner]
@@ -274,7 +76,7 @@ class UnitTrees(RuleBasedStateMachine):
         self.committed: set[str] = set()
         self.expected_hooks: list[str] = []
         self.actual_hooks: list[str] = []
-        self.counter = _NAMES
+        self.counter = ROW_NAMES
         self.runner = self.runner_class()
 
     def _active(self) -> ModelUnit | None:
@@ -369,7 +171,7 @@ class UnitTrees(RuleBasedStateMachine):
             return
         await self.runner.flush(self.db)
         top.frame.names.append(name)
-        top.root.connected = True
+        top.frame.ran_a_statement()
 
     @precondition(lambda self: bool(self.stack))
     @rule()
@@ -383,9 +185,9 @@ class UnitTrees(RuleBasedStateMachine):
             with pytest.raises(NoActiveUnitOfWork):
                 await self.runner.execute(self.db, statement)
             return
-        assert top.root is not None
+        assert top.frame is not None
         await self.runner.execute(self.db, statement)
-        top.root.connected = True
+        top.frame.ran_a_statement()
 
     @precondition(lambda self: bool(self.stack))
     @rule(on_commit=st.booleans())
@@ -452,7 +254,7 @@ class UnitTrees(RuleBasedStateMachine):
             else:
                 await service()
                 active.frame.names.append(f"{name}-1")
-            active.root.connected = True
+            active.frame.ran_a_statement()
             assert len(attempts) == 1
             return
         if self._sqlite_would_wait_for_itself(read_only=False):
@@ -515,7 +317,9 @@ class UnitTrees(RuleBasedStateMachine):
     def _exit(self, raise_error: bool) -> None:
         self.runner.run(lambda: self._exit_step(raise_error))
 
-    async def _exit_step(self, raise_error: bool) -> None:
+    async def _exit_step(self, raise_error: bool, error: BaseException | None = None) -> None:
+        """End the innermost unit: normally, or with ``error`` (by default the runner's
+        exception or interruption) leaving its block."""
         top = self.stack.pop()
         frame = top.frame
         failed = raise_error or top.rollback_requested
@@ -542,7 +346,9 @@ class UnitTrees(RuleBasedStateMachine):
 
         if raise_error:
             # Returns None (falsy): the "with" statement re-raises the exception unchanged.
-            assert await self.runner.exit(top.real, self.runner.failure(next(self.counter))) is None
+            if error is None:
+                error = self.runner.failure(next(self.counter))
+            assert await self.runner.exit(top.real, error) is None
         elif expect_unexpected:
             with pytest.raises(UnexpectedRollback):
                 await self.runner.exit(top.real, None)
@@ -550,6 +356,47 @@ class UnitTrees(RuleBasedStateMachine):
             assert await self.runner.exit(top.real, None) is None
         if top.kind == "outermost":
             assert committed_names(self.observer) == sorted(self.committed)
+
+    def _innermost_would_send_commit(self) -> bool:
+        if not self.stack:
+            return False
+        top = self.stack[-1]
+        frame = top.frame
+        return (
+            top.kind == "outermost"
+            and frame is not None
+            and not frame.read_only
+            and bool(frame.names)
+            and not frame.doomed
+            and not top.rollback_requested
+        )
+
+    @precondition(lambda self: self._innermost_would_send_commit())
+    @rule()
+    def interrupt_at_commit(self) -> None:
+        self.runner.run(self._interrupt_at_commit)
+
+    async def _interrupt_at_commit(self) -> None:
+        """COMMIT lands, then a KeyboardInterrupt or a cancellation strikes before its answer:
+        the outcome is unknown, neither on_commit nor on_rollback hooks run."""
+        top = self.stack.pop()
+        assert top.frame is not None
+        interruption = self.runner.interruption()
+        engine = self.runner.engine(self.db)
+
+        def commit_then_interrupt(connection: sa.Connection) -> None:
+            connection.connection.dbapi_connection.commit()  # type: ignore[union-attr]
+            raise interruption
+
+        event.listen(engine, "commit", commit_then_interrupt)
+        try:
+            with pytest.raises(type(interruption)):
+                await self.runner.exit(top.real, None)
+        finally:
+            event.remove(engine, "commit", commit_then_interrupt)
+        assert top.real.outcome is Outcome.OUTCOME_UNKNOWN
+        self.committed.update(top.frame.names)
+        assert committed_names(self.observer) == sorted(self.committed)
 
     # -- after every step ----------------------------------------------------------------
 
@@ -596,20 +443,23 @@ def run_model(
     backend_name: str,
     *,
     max_examples: int,
+    model: type[UnitTrees] = UnitTrees,
 ) -> None:
+    """Run ``model`` (``UnitTrees`` or a machine built on it) with ``runner_class``'s units."""
     machine: Any = type(
-        f"UnitTrees{runner_class.__name__.removesuffix('Runner')}On{backend_name.title()}",
-        (UnitTrees,),
+        f"{model.__name__}{runner_class.__name__.removesuffix('Runner')}On{backend_name.title()}",
+        (model,),
         {
             "db": db,
             "observer": observer,
+            "backend": backend_name,
             "is_sqlite": backend_name == "sqlite",
             "is_wal": backend_name == "sqlite" and journal_mode(observer) == "wal",
             "runner_class": runner_class,
         },
     )
     run_state_machine_as_test(
-        machine,
+        machine_factory(machine),
         settings=settings(
             max_examples=max_examples,
             stateful_step_count=25,
@@ -623,12 +473,12 @@ def run_model(
 def test_random_trees_of_units_match_the_model(
     db: Database, observer: sa.Engine, backend_name: str
 ) -> None:
-    max_examples = 300 if backend_name == "sqlite" else 100
+    max_examples = scaled(300, 3000) if backend_name == "sqlite" else scaled(100, 1000)
     run_model(SyncRunner, db, observer, backend_name, max_examples=max_examples)
 
 
 def test_random_trees_of_async_units_with_cancellations_match_the_model(
     db: Database, observer: sa.Engine, backend_name: str
 ) -> None:
-    max_examples = 100 if backend_name == "sqlite" else 25
+    max_examples = scaled(100, 1000) if backend_name == "sqlite" else scaled(25, 250)
     run_model(AsyncRunner, db, observer, backend_name, max_examples=max_examples)

@@ -340,3 +340,55 @@ def test_flask_config_keys_set_the_default_timeouts(backend_url: str) -> None:
     assert (uow.timeouts.lock, uow.timeouts.statement) == (0.25, 30.0)
     assert unlimited.timeouts is not None and unlimited.timeouts.lock is None
     db.dispose()
+
+
+def test_a_statement_timeout_holds_when_the_units_first_statement_streams(
+    db: Database, backend_name: str
+) -> None:
+    # The settings must not go out on the streamed statement's server-side cursor, which
+    # PostgreSQL would declare and never run.
+    if backend_name == "sqlite":
+        pytest.skip("SQLite has no statement timeout")
+    sleep = "SELECT pg_sleep(2)"
+    if backend_name == "mariadb":
+        add_row(db)
+        sleep = "SELECT SLEEP(2) FROM uow_item"
+    started = time.monotonic()
+    with pytest.raises(UnitTimeout) as raised:
+        with db.unit_of_work(statement_timeout=0.2):
+            streamed = db.session.execute(
+                sa.text(sleep), execution_options={"stream_results": True}
+            )
+            streamed.all()
+    assert raised.value.kind == "statement"
+    assert time.monotonic() - started < 1.5
+    assert checked_out(db) == 0
+
+
+@pytest.mark.parametrize("lock_timeout", [None, 5])
+def test_a_nowait_lock_that_is_not_free_fails_at_once_unchanged_and_is_not_retried(
+    db: Database, observer: sa.Engine, backend_name: str, lock_timeout: int | None
+) -> None:
+    # NOWAIT asked not to wait: its failure is no lock timeout (it waited for nothing) and
+    # running the unit again would only ask the same question again.
+    if backend_name == "sqlite":
+        pytest.skip("SQLite has no FOR UPDATE NOWAIT")
+    add_row(db)
+    calls: list[int] = []
+
+    @db.transactional(
+        retries=2, lock_timeout=lock_timeout, retry_lock_timeouts=lock_timeout is not None
+    )
+    def claim() -> None:
+        calls.append(1)
+        db.session.execute(sa.select(Item).with_for_update(nowait=True)).all()
+
+    started = time.monotonic()
+    with row_locked_elsewhere(observer, backend_name):
+        with pytest.raises(sa.exc.OperationalError) as raised:
+            claim()
+    assert time.monotonic() - started < 2
+    assert not isinstance(raised.value, UnitTimeout)
+    assert "lock_timeout" not in str(raised.value)
+    assert calls == [1]
+    assert checked_out(db) == 0

@@ -10,8 +10,9 @@ never imports Flask.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._aio import AsyncUnitSession
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
         UnitOfWorkWarning,
         UnitTimeout,
     )
+    from ._legacy_query import Query, QueryProperty
     from ._lifecycle import Outcome, UnitKind, UnitState
     from ._model import Model
     from ._propagation import Propagation
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from ._session import SessionProxy, UnitSession
     from ._stats import UnitStats
     from ._unit import AsyncUnit, UnitOfWork
+    from ._version import __version__ as __version__
     from .pagination import KeysetPage, Pagination
 
 _EXPORTS = {
@@ -45,6 +48,8 @@ _EXPORTS = {
     "Outcome": "._lifecycle",
     "Pagination": ".pagination",
     "Propagation": "._propagation",
+    "Query": "._legacy_query",
+    "QueryProperty": "._legacy_query",
     "ReadOnlyViolation": "._errors",
     "SessionProxy": "._session",
     "UnexpectedRollback": "._errors",
@@ -56,6 +61,7 @@ _EXPORTS = {
     "UnitSession": "._session",
     "UnitState": "._lifecycle",
     "UnitStats": "._stats",
+    "__version__": "._version",  # read from the package metadata on first use
     "is_transient": "._retry",
 }
 
@@ -70,6 +76,8 @@ __all__ = [
     "Outcome",
     "Pagination",
     "Propagation",
+    "Query",
+    "QueryProperty",
     "ReadOnlyViolation",
     "SessionProxy",
     "UnexpectedRollback",
@@ -85,14 +93,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'flask_uow' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -85,8 +85,8 @@ class AsyncEngineVariants(EngineVariants):
 
     __slots__ = ("_async",)
 
-    def __init__(self, engine: sa.Engine) -> None:
-        super().__init__(engine)
+    def __init__(self, engine: sa.Engine, *, timeouts: Timeouts | None = None) -> None:
+        super().__init__(engine, timeouts=timeouts)
         self._async: dict[sa.Engine, AsyncEngine] = {}
 
     @property
@@ -151,9 +151,7 @@ async def run_to_completion(function: Callable[..., object], *args: Any) -> None
     its ROLLBACK or COMMIT and the return of its connection always finish.
     """
     context = getcurrent().gr_context
-    task = asyncio.get_running_loop().create_task(
-        greenlet_spawn(function, *args), context=context
-    )
+    task = asyncio.get_running_loop().create_task(greenlet_spawn(function, *args), context=context)
     cancelled: asyncio.CancelledError | None = None
     while True:
         try:

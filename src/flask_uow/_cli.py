@@ -1,4 +1,4 @@
-"""The ``flask uow`` command group: create-all, drop-all, check."""
+"""The ``uow`` command group of an app: create-all, drop-all, check (Flask and Quart alike)."""
 
 from __future__ import annotations
 
@@ -6,57 +6,55 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import sqlalchemy as sa
-from flask import current_app
-from flask.cli import AppGroup
 
 from ._engines import masked
+from ._frameworks import EXTENSION_KEY
 from ._replica_check import check_lines
+from .outbox._cli import register as register_outbox_commands
 
 if TYPE_CHECKING:
     from ._database import Database
 
-uow_cli = AppGroup("uow", help="Manage the flask-uow database of this app.")
+
+def command_group(group_class: type[click.Group], app: Any) -> click.Group:
+    """The ``uow`` group, made of ``group_class`` (the framework's ``AppGroup``), whose
+    commands run in an app context and use the Database registered with ``app`` (the
+    framework's ``current_app``)."""
+    group = group_class("uow", help="Manage the flask-uow database of this app.")
+
+    def database() -> Database:
+        db: Database = app.extensions[EXTENSION_KEY]
+        return db
+
+    @group.command("create-all", with_appcontext=True)
+    def create_all_command() -> None:
+        """Create every table of the Database's metadata that does not exist yet."""
+        db = database()
+        db.create_all()
+        click.echo(f"Created missing tables on {masked(db.engine.url)}")
+
+    @group.command("drop-all", with_appcontext=True)
+    @click.confirmation_option(prompt="Drop every table of this app's database?")
+    def drop_all_command() -> None:
+        """Drop every table of the Database's metadata."""
+        db = database()
+        db.drop_all()
+        click.echo(f"Dropped all tables on {masked(db.engine.url)}")
+
+    @group.command("check", with_appcontext=True)
+    def check_command() -> None:
+        """Connect to the database and report the backend, server version and pool status.
+
+        Exits with status 1 when the database cannot be reached.
+        """
+        check(database())
+
+    register_outbox_commands(group, database)
+    return group
 
 
-def _database() -> Database:
-    from flask import has_app_context
-
-    from ._flask import EXTENSION_KEY
-
-    if has_app_context():
-        app: Any = current_app
-    else:  # a Quart app's command: Quart is imported, its app context is pushed
-        import quart
-
-        app = quart.current_app
-    db: Database = app.extensions[EXTENSION_KEY]
-    return db
-
-
-@uow_cli.command("create-all")
-def create_all_command() -> None:
-    """Create every table of the Database's metadata that does not exist yet."""
-    db = _database()
-    db.create_all()
-    click.echo(f"Created missing tables on {masked(db.engine.url)}")
-
-
-@uow_cli.command("drop-all")
-@click.confirmation_option(prompt="Drop every table of this app's database?")
-def drop_all_command() -> None:
-    """Drop every table of the Database's metadata."""
-    db = _database()
-    db.drop_all()
-    click.echo(f"Dropped all tables on {masked(db.engine.url)}")
-
-
-@uow_cli.command("check")
-def check_command() -> None:
-    """Connect to the database and report the backend, server version and pool status.
-
-    Exits with status 1 when the database cannot be reached.
-    """
-    db = _database()
+def check(db: Database) -> None:
+    """Print the backend, server version, pool status and replicas; exit 1 when unreachable."""
     engine = db.engine
     url = engine.url
     click.echo(f"database: {masked(url)}")
@@ -75,3 +73,4 @@ def check_command() -> None:
     click.echo(f"pool: {engine.pool.status()}")
     for line in check_lines(db):
         click.echo(line)
+

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import inspect
 import sys
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
-from sqlalchemy.orm import Session
 
 from ._decorate import transactional_wrapper
 from ._engines import EngineVariants, create_engine, masked
 from ._errors import NoActiveUnitOfWork, UnitOfWorkError
+from ._frameworks import init_app
 from ._propagation import Propagation
 from ._query import QueryHelpers
 from ._replicas import Replicas, make_token, parse_token
 from ._runtime import Runtime
-from ._session import SessionProxy, UnitSession
+from ._session import SessionProxy, UnitSession, check_session_commit, check_session_options
 from ._stats import UnitStats
 from ._timeouts import Seconds, Timeouts
 from ._unit import UnitOfWork, current_unit, why_no_session
@@ -31,13 +31,10 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from ._aio import AsyncUnitSession
+    from .outbox import Outbox
 
 P = ParamSpec("P")
-
 R = TypeVar("R")
-
-_SESSION_PARAMETERS = frozenset(inspect.signature(Session).parameters) - {"bind", "binds"}
-_RESERVED_SESSION_OPTIONS = frozenset({"bind", "binds", "autobegin", "join_transaction_mode"})
 
 
 class Database(QueryHelpers):
@@ -64,6 +61,7 @@ class Database(QueryHelpers):
         lock_timeout: Seconds | None = None,
         warn_idle_ms: float | None = None,
         async_url: str | URL | None = None,
+        session_commit: str = "raise",
     ) -> None:
         self.url: URL | None = sa.make_url(url) if url is not None else None
         """The URL used outside a Flask app context, or None when apps provide it."""
@@ -72,7 +70,6 @@ class Database(QueryHelpers):
         self.engine_options: dict[str, Any] = dict(engine_options or {})
         """Keyword arguments for ``sqlalchemy.create_engine`` (apps add UOW_ENGINE_OPTIONS)."""
         self.metadata = metadata
-        """The MetaData that ``create_all()`` and ``drop_all()`` act on."""
         self.sqlite_foreign_keys = sqlite_foreign_keys
         """Whether SQLite enforces foreign keys (turn off only for legacy schemas)."""
         self.sqlite_wal = sqlite_wal
@@ -92,6 +89,7 @@ class Database(QueryHelpers):
             self._default_async_engines,
         )
         self._proxy = SessionProxy(self.session_class, self._resolve_session)
+        self.session_commit = session_commit
         if replicas is not None and not isinstance(replicas, Replicas):
             replicas = Replicas(replicas, self.engine_options) if replicas else None
         self._runtime.replicas = replicas
@@ -100,6 +98,20 @@ class Database(QueryHelpers):
         """Threshold of the idle-in-transaction warning in milliseconds, or None when off."""
         if warn_idle_ms is not None:
             self.warn_idle(warn_idle_ms)
+
+    @property
+    def metadata(self) -> sa.MetaData | None:
+        """The MetaData that ``create_all()``, ``drop_all()`` and Alembic act on; setting it
+        adds the outbox's tables to it (see docs/outbox.md), which costs no unit anything."""
+        return self._metadata
+
+    @metadata.setter
+    def metadata(self, metadata: sa.MetaData | None) -> None:
+        if metadata is not None:
+            from .outbox._tables import OutboxTables  # loads the tables, not the outbox
+
+            OutboxTables(metadata)
+        self._metadata = metadata
 
     @property
     def replicas(self) -> Replicas | None:
@@ -166,6 +178,16 @@ class Database(QueryHelpers):
     def session_options(self, options: Mapping[str, Any]) -> None:
         self._runtime.session_options = check_session_options(options)
 
+    @property
+    def session_commit(self) -> str:
+        """What ``session.commit()`` / ``rollback()`` do inside a unit: ``"raise"`` (the
+        default) or ``"savepoint"`` (see ``UnitSession``); ``UOW_SESSION_COMMIT`` in Flask."""
+        return self.session_class.flask_uow_session_commit
+
+    @session_commit.setter
+    def session_commit(self, mode: str) -> None:
+        self.session_class.flask_uow_session_commit = check_session_commit(mode)
+
     # -- engines -----------------------------------------------------------------------------
 
     @property
@@ -183,8 +205,9 @@ class Database(QueryHelpers):
         if self.url is None:
             if self._runtime.integration is not None:
                 raise UnitOfWorkError(
-                    "This Database takes its URL from a Flask app, and no app context is active. "
-                    "Push one first: 'with app.app_context(): ...', or give Database(url) a URL "
+                    "This Database takes its URL from the app it was registered with (init_app), "
+                    "and no app context is active. Push one first: 'with app.app_context():' in "
+                    "Flask, 'async with app.app_context():' in Quart; or give Database(url) a URL "
                     "to use outside apps."
                 )
             raise UnitOfWorkError(
@@ -199,8 +222,7 @@ class Database(QueryHelpers):
                     sqlite_foreign_keys=self.sqlite_foreign_keys,
                     sqlite_wal=self.sqlite_wal,
                 )
-                self._default = EngineVariants(engine)
-                self._default.replicas = self._runtime.replicas
+                self._default = EngineVariants(engine, replicas=self._runtime.replicas)
                 self._runtime.default = self._default
             return self._default
 
@@ -244,10 +266,13 @@ class Database(QueryHelpers):
         """Close every pooled connection of every engine, async ones included.
 
         ``dispose()`` closes the sync engines only: closing an async driver's connection
-        takes the event loop. Call this one at the end of an async program (or test).
+        takes the event loop. Call this one at the end of an async program (or test); it
+        waits for the outbox's threads (see ``dispose()``) in a worker thread.
         """
         from ._aio import AsyncEngineVariants
 
+        if "_outbox" in self.__dict__:  # created: disposing never creates the outbox
+            await asyncio.to_thread(self.__dict__["_outbox"].close)
         self.dispose()
         engines = [self._default_async] if self._default_async is not None else []
         integration = self._runtime.integration
@@ -259,19 +284,45 @@ class Database(QueryHelpers):
             await variants.async_engine.dispose()
 
     def create_all(self) -> None:
-        """Create every table of ``metadata`` that does not exist yet (in its own transaction)."""
+        """Create every table of ``metadata`` that does not exist yet (in its own transaction).
+
+        Refused while a unit of this thread is open: see ``drop_all()``.
+        """
+        self._refuse_inside_unit("create_all")
         self._require_metadata("create_all").create_all(self.engine)
 
     def drop_all(self) -> None:
-        """Drop every table of ``metadata`` that exists (in its own transaction)."""
+        """Drop every table of ``metadata`` that exists (in its own transaction).
+
+        Refused while a unit of this thread is open: the DDL runs on another connection
+        and would wait for that unit's locks (forever on PostgreSQL), or fail on SQLite.
+        """
+        self._refuse_inside_unit("drop_all")
         self._require_metadata("drop_all").drop_all(self.engine)
 
-    def dispose(self) -> None:
-        """Close every pooled connection of every engine this Database created.
+    def _refuse_inside_unit(self, what: str) -> None:
+        unit = self.current
+        if unit is not None:
+            raise UnitOfWorkError(
+                f"db.{what}() was called while the unit of work opened at {unit.opened_at} "
+                "is still open in this thread. The DDL runs in a transaction of its own on "
+                "another connection and would wait for that unit's locks, forever on "
+                "PostgreSQL. End the unit first: in a unittest TestCase, end the unit that "
+                "setUp opened before tearDown drops the tables (or use "
+                "flask_uow.testing.isolated(db), which rolls back each test)."
+            )
 
-        Units still running keep their connections until they end. Engines reconnect on
-        next use, so this is safe after a fork or in test teardown.
+    def dispose(self) -> None:
+        """Close every pooled connection of every engine this Database created, and end the
+        outbox's threads (``Outbox.close()``) once what they were handed is delivered.
+
+        Units still running keep their connections until they end. Nothing committed is
+        lost: what the outbox does not deliver in time (30 s per lane) stays in its table
+        for a relay. Engines reconnect and the outbox's threads start again on next use, so
+        this is safe after a fork or in test teardown.
         """
+        if "_outbox" in self.__dict__:  # created: disposing never creates the outbox
+            self.__dict__["_outbox"].close()
         engines = [self._default] if self._default is not None else []
         integration = self._runtime.integration
         if integration is not None:
@@ -291,7 +342,7 @@ class Database(QueryHelpers):
             )
         return self.metadata
 
-    # -- Flask -------------------------------------------------------------------------------
+    # -- web apps -------------------------------------------------------------------------------
 
     def init_app(self, app: Flask | Quart) -> None:
         """Register this Database with a Flask or Quart app (see the Flask integration docs).
@@ -299,16 +350,11 @@ class Database(QueryHelpers):
         Reads the ``UOW_*`` keys from ``app.config``, adds the ``flask uow`` commands and
         ``db`` to ``flask shell``, and rolls back any unit still open when an app context
         ends. With ``UOW_PER_REQUEST``, each request runs in one unit of work.
+
+        The app goes to the framework layer that serves it, found through the one seam
+        between the core and web frameworks (``flask_uow._frameworks``).
         """
-        quart = sys.modules.get("quart")
-        if quart is not None and isinstance(app, quart.Quart):
-            from ._quart import register as register_quart
-
-            register_quart(self, app)
-            return
-        from ._flask import register
-
-        register(self, cast("Flask", app))
+        init_app(self, app)
 
     # -- units of work -----------------------------------------------------------------------
 
@@ -493,6 +539,30 @@ class Database(QueryHelpers):
         return unit
 
     @property
+    def outbox(self) -> Outbox:
+        """This Database's transactional outbox, created on first use (see docs/outbox.md).
+
+        Its tables are in ``metadata`` from the start: ``create_all()`` and Alembic see them.
+        """
+        outbox: Outbox | None = self.__dict__.get("_outbox")
+        if outbox is None:
+            with self._lock:
+                outbox = self.__dict__.get("_outbox")
+                if outbox is None:
+                    from .outbox import Outbox
+
+                    outbox = self.__dict__["_outbox"] = Outbox(self)
+        return outbox
+
+    def enqueue(self, task: object, /, *args: Any, **kwargs: Any) -> str:
+        """Enqueue ``task(*args, **kwargs)`` in the active unit's transaction; return its id.
+
+        Shortcut for ``db.outbox.enqueue(task, args=args, kwargs=kwargs)``: sent after the
+        unit commits, never if it rolls back. See ``Outbox.enqueue``.
+        """
+        return self.outbox.enqueue(task, args=args, kwargs=kwargs)
+
+    @property
     def stats(self) -> UnitStats:
         """Counters of outermost units: started, committed, read-only, rolled back, retried.
 
@@ -510,22 +580,3 @@ class Database(QueryHelpers):
             primary_fallbacks=routed.fallbacks_to_primary,
             replica_waits=routed.waits,
         )
-
-
-def check_session_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate Session options, adding flask-uow's defaults."""
-    reserved = _RESERVED_SESSION_OPTIONS.intersection(options)
-    if reserved:
-        raise ValueError(
-            f"Session option(s) {sorted(reserved)} are managed by flask-uow: each unit binds "
-            "its session and begins its transaction itself. Remove them from session_options."
-        )
-    unknown = set(options) - _SESSION_PARAMETERS
-    if unknown:
-        raise ValueError(
-            f"Unknown Session option(s) {sorted(unknown)}; session_options takes the keyword "
-            "arguments of sqlalchemy.orm.Session."
-        )
-    merged = {"expire_on_commit": False, "close_resets_only": False}
-    merged.update(options)
-    return merged

@@ -110,7 +110,7 @@ def _before_retry(
     retries: int,
 ) -> float:
     """Count, tell observers and log retry number ``attempt``; return how long to wait."""
-    runtime.counters.count_retry()
+    next(runtime.counters.retried)
     for observer in runtime.observers:
         observer.unit_retrying(unit, error, attempt + 1)
     delay = backoff_seconds(attempt)

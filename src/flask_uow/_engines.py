@@ -6,7 +6,7 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -14,10 +14,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from ._pgbouncer import guard_prepared_statements
-
-if TYPE_CHECKING:
-    from ._replicas import Replicas
-    from ._timeouts import Timeouts
+from ._timeouts import Timeouts
 
 READ_ONLY_OPTION = "flask_uow_read_only"
 """Execution option set on the engine variant used by read-only units."""
@@ -33,6 +30,10 @@ and another at checkin, either of which can fail on a connection that died in th
 ISOLATION_LEVELS = frozenset(
     {"SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED", "READ UNCOMMITTED"}
 )
+
+BEFORE_READ_ONLY_END_OPTION = "flask_uow_before_read_only_end"
+"""Execution option: a callable given a read-only psycopg unit's connection just before its
+transaction ends (read replicas arm their answer deadline with it)."""
 
 WRITE_LOCK_OPTION = "flask_uow_write_lock"
 """Execution option asking SQLite for ``BEGIN IMMEDIATE``: set for read-write units only."""
@@ -119,9 +120,7 @@ def _sqlite_on_connect_wal(dbapi_connection: Any, record: ConnectionPoolEntry) -
     _sqlite_wal(dbapi_connection)
 
 
-def _sqlite_on_connect_wal_without_fk(
-    dbapi_connection: Any, record: ConnectionPoolEntry
-) -> None:
+def _sqlite_on_connect_wal_without_fk(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     _sqlite_on_connect_without_fk(dbapi_connection, record)
     _sqlite_wal(dbapi_connection)
 
@@ -205,12 +204,14 @@ def _set_transaction(connection: Connection) -> None:
     connection.exec_driver_sql("SET TRANSACTION " + ", ".join(_transaction_modes(connection)))
 
 
-def _psycopg_on_begin(connection: Connection) -> None:
-    # psycopg 3 puts READ ONLY and the isolation level into the BEGIN it sends with the
-    # first statement: no extra round trip. The values the connection had are kept in the
-    # pool entry and put back at checkin, so an engine-wide isolation_level keeps working.
-    # If the driver refuses (its connection is broken), fall back to SQL, which SQLAlchemy
-    # reports as a lost connection.
+def _psycopg_set_modes(connection: Connection) -> bool:
+    """Give psycopg the unit's READ ONLY and isolation level; False if the driver refused.
+
+    psycopg 3 puts them into the BEGIN it sends with the first statement: no extra round
+    trip, no SQL. The values the connection had are kept in the pool entry and put back at
+    checkin, so an engine-wide isolation_level keeps working. A driver that refuses (its
+    connection is broken) leaves them to SQL, which SQLAlchemy reports as a lost connection.
+    """
     options = connection.get_execution_options()
     read_only = bool(options.get(READ_ONLY_OPTION))
     level = options.get(ISOLATION_LEVEL_OPTION)
@@ -230,7 +231,43 @@ def _psycopg_on_begin(connection: Connection) -> None:
             setter.set_isolation_level(_PSYCOPG_LEVELS[level])
     except Exception:
         fairy.info.pop(_CHANGED, None)
-        _set_transaction(connection)
+        return False
+    return True
+
+
+class _PsycopgModesConnection(Connection):
+    """A connection of a psycopg variant engine: the unit's modes go into psycopg's BEGIN.
+
+    Set as the transaction begins, by this subclass rather than by a ``begin`` listener: an
+    engine with listeners dispatches its events around every statement, some 90 Python
+    calls in a one-query unit, which made read-only units slower than read-write ones.
+    """
+
+    _modes_by_sql = False
+
+    def _begin_impl(self, transaction: Any) -> None:
+        if not _psycopg_set_modes(self):
+            self._modes_by_sql = True  # sent by begin(), once the transaction is ours
+        super()._begin_impl(transaction)
+
+    def begin(self) -> Any:
+        transaction = super().begin()
+        if self._modes_by_sql:
+            self._modes_by_sql = False
+            _set_transaction(self)
+        return transaction
+
+
+class _PsycopgReadOnlyConnection(_PsycopgModesConnection):
+    """A connection of a read-only variant: its transaction ends as ``_psycopg_end_read_only``
+    says (a healthy one with COMMIT), then SQLAlchemy's rollback finds nothing to do."""
+
+    def _rollback_impl(self) -> None:
+        before_end = self._execution_options.get(BEFORE_READ_ONLY_END_OPTION)
+        if before_end is not None:
+            before_end(self)
+        _psycopg_end_read_only(self)
+        super()._rollback_impl()
 
 
 def _psycopg_end_read_only(connection: Connection) -> None:
@@ -241,9 +278,18 @@ def _psycopg_end_read_only(connection: Connection) -> None:
     # which SQLAlchemy calls next, has nothing to do. A failed transaction, or a failing
     # COMMIT, is left to that rollback, which reports the error as SQLAlchemy does. (What a
     # READ ONLY transaction may still change, a session-level SET or a temporary table,
-    # outlives the unit as after any COMMIT.)
-    driver_connection: Any = connection.connection.dbapi_connection
-    if driver_connection is None or driver_connection.info.transaction_status != _PG_INTRANS:
+    # outlives the unit as after any COMMIT.) A unit that failed asked for ROLLBACK: it gets it.
+    fairy = connection.connection
+    if fairy.info.pop(END_WITH_ROLLBACK, False):
+        return
+    driver_connection: Any = fairy.dbapi_connection
+    if driver_connection is None:
+        return
+    # psycopg's pgconn answers with an int; its info builds an object and an enum member
+    # (SQLAlchemy's async adapter has only info).
+    pgconn = getattr(driver_connection, "pgconn", None)
+    status = (driver_connection.info if pgconn is None else pgconn).transaction_status
+    if status != _PG_INTRANS:
         return
     try:
         driver_connection.commit()
@@ -263,6 +309,10 @@ def _psycopg_on_checkin(driver_connection: Any, record: ConnectionPoolEntry) -> 
     except Exception:
         record.invalidate()  # cannot be trusted with a unit's settings left on it
 
+
+END_WITH_ROLLBACK = "flask_uow_end_with_rollback"
+"""Set in a pooled connection's ``info`` by a read-only unit that failed: psycopg's read-only
+ending then leaves the ROLLBACK alone instead of committing first."""
 
 _CHANGED = "flask_uow_changed"
 """Key in a pooled connection's ``info``: driver attributes a unit changed, with old values."""
@@ -295,9 +345,41 @@ def normalize_isolation_level(level: str) -> str:
     return spelled
 
 
-class EngineVariants:
-    """An engine and its cached variants for read-only units and isolation levels.
+class ReadChoice(NamedTuple):
+    """Where a read-only unit runs: a replica's engine, or None for the primary."""
 
+    engine: sa.Engine | None
+    replica: str | None
+    """The replica's URL (password masked), or None on the primary."""
+
+
+class ReadRouting(Protocol):
+    """What the units of an engine ask its read replicas (``flask_uow._replicas.Replicas``)."""
+
+    def engine_for_read(
+        self, after: int | None = None, *, isolation_level: str | None = None
+    ) -> ReadChoice:
+        """Where a read-only outermost unit runs; ``after``: a position it must see."""
+
+    def replica_failed(self, choice: ReadChoice, error: BaseException) -> None:
+        """A unit could not check a connection out of ``choice``'s replica: leave it out."""
+
+    def watch_primary(self, engine: sa.Engine) -> None:
+        """Track which transactions on the primary ``engine`` write."""
+
+    def note_commit(self, engine: sa.Engine) -> int | None:
+        """After a commit on the primary ``engine``: record the causal position."""
+
+    def note_outcome_unknown(self, engine: sa.Engine) -> None:
+        """After a COMMIT on the primary ``engine`` got no answer: read the primary."""
+
+
+class EngineVariants:
+    """The engines of one app (or of a Database without apps): an engine, its cached
+    variants for read-only units and isolation levels, its read replicas and its timeouts.
+
+    One record, made whole by its one owner (the Database, or the framework layer for an
+    app) when it creates the engine: nothing assigns its replicas or timeouts later.
     Variants share the engine's pool. Their options say how each transaction begins
     (READ ONLY, an isolation level, SQLite's write lock); they leave nothing on the
     connection to reset when it goes back to the pool.
@@ -311,13 +393,19 @@ class EngineVariants:
         "aborts_on_error",
         "replicas",
         "timeouts",
-        "_read_write",
+        "read_write",
         "_variants",
         "_lock",
         "_checkin_listener",
     )
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        replicas: ReadRouting | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         """True for SQLite, which has a single writer and no server connection."""
@@ -327,20 +415,22 @@ class EngineVariants:
         """True for a SQLite database in WAL mode: a reader never blocks the writer."""
         self.aborts_on_error = engine.dialect.name == "postgresql"
         """True when a failed statement aborts the whole transaction (PostgreSQL)."""
-        self.replicas: Replicas | None = None
-        """Read replicas of this primary, for read-only outermost units (set by its owner)."""
-        self.timeouts: Timeouts | None = None
-        """Statement and lock timeouts of outermost units on this engine that set none (set
-        by its owner: a Flask app's config); None leaves them to the Database's."""
+        self.replicas = replicas
+        """Read replicas of this primary, for read-only outermost units."""
+        self.timeouts = timeouts
+        """Statement and lock timeouts of outermost units on this engine that set none (a
+        Flask app's config); None leaves them to the Database's."""
         self._variants: dict[tuple[bool, str | None], sa.Engine] = {}
         self._lock = threading.Lock()
         self._checkin_listener = False
-        self._read_write = self._make(read_only=False, isolation_level=None)
+        self.read_write = self._make(read_only=False, isolation_level=None)
+        """The engine of a read-write unit at the default isolation level: ``for_unit``'s
+        answer for the most common unit, which callers may read without the call."""
 
     def for_unit(self, *, read_only: bool, isolation_level: str | None) -> sa.Engine:
         """The engine a unit with these options binds its session to."""
         if not read_only and isolation_level is None:
-            return self._read_write
+            return self.read_write
         key = (read_only, isolation_level)
         variant = self._variants.get(key)
         if variant is None:
@@ -367,12 +457,13 @@ class EngineVariants:
         variant = self.engine.execution_options(**options)
         # Listeners go on the variant: they run only for its connections, so the default
         # read-write path on PostgreSQL and MariaDB runs on the stock engine, with no
-        # per-statement event dispatch.
+        # per-statement event dispatch. psycopg variants need none: their connections
+        # set the modes themselves (see _PsycopgModesConnection).
         name = self.engine.dialect.name
         if name == "postgresql" and self.engine.dialect.driver == "psycopg":
-            event.listen(variant, "begin", _psycopg_on_begin)
-            if read_only:
-                event.listen(variant, "rollback", _psycopg_end_read_only)
+            variant._connection_cls = (
+                _PsycopgReadOnlyConnection if read_only else _PsycopgModesConnection
+            )
             if not self._checkin_listener:
                 event.listen(self.engine, "checkin", _psycopg_on_checkin)  # pool-wide
                 self._checkin_listener = True

@@ -33,7 +33,15 @@ class CommitOutcomeUnknown(UnitOfWorkError):
     The driver's error is the ``__cause__``. Neither ``on_commit`` nor ``on_rollback`` hooks
     ran (``on_outcome_unknown`` hooks did), and the unit is never retried: look the work up, or
     make it idempotent, before doing it again.
+
+    ``message_ids`` names the outbox messages enqueued in that transaction (empty without an
+    outbox): whether they were stored is unknown too.
     """
+
+    def __init__(self, message: str, *, message_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.message_ids = message_ids
+        """The ids of the outbox messages enqueued in the transaction whose outcome is unknown."""
 
 
 class UnitOfWorkWarning(RuntimeWarning):
@@ -55,3 +63,10 @@ class UnitTimeout(UnitOfWorkError):
         """``"lock"`` or ``"statement"``."""
         self.seconds = seconds
         """The limit that expired, in seconds."""
+
+
+class DoomReason(str):
+    """Why a transaction was doomed, in words that explain themselves and name the fix:
+    ``UnexpectedRollback`` quotes it as it is (other reasons are what a joined unit did)."""
+
+    __slots__ = ()

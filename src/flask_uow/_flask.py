@@ -1,52 +1,75 @@
-"""Flask integration: per-app engines, units per request, the teardown safety net.
+"""The framework layer: Flask and Quart apps go through one code path.
 
-This is a layer on top of the core: it imports the core, and the core never imports it.
+Registering an app reads its config (``AppConfig``), records its engines, timeouts and
+replicas, turns on the idle warning and OpenTelemetry, installs the per-request unit and
+the safety nets, and adds the ``uow`` commands and ``db`` to the shell. What differs
+between Flask and Quart is a ``Framework`` record: their context variables, signals and
+proxies, how a hook runs (sync or async), and how the request's unit runs
+(``_flask_requests`` for Flask, ``_quart`` for Quart).
+
+This is a layer on top of the core: it imports the core, and the core never imports it
+(``Database.init_app`` reaches it through ``_frameworks``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import inspect
 import threading
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, current_app, g, has_request_context, request
-from flask.ctx import AppContext
+import click
+import flask
+import flask.cli
 from flask.globals import _cv_app, _cv_request
-from flask.signals import request_started
 
-from . import _flask_replicas
+from ._cli import command_group
 from ._engines import EngineVariants, create_engine
 from ._errors import UnitOfWorkError
 from ._flask_config import AppConfig, read_config
-from ._request_units import (
-    abandon,
-    abandon_async,
-    end_aborted_request_unit,
-    roll_back_on_error,
-    settle_request_unit,
-    settle_request_unit_async,
-    units_above,
-    units_in_scope,
-)
-from ._unit import UnitOfWork, live_units
+from ._flask_replicas import register_replicas
+from ._flask_requests import install_flask_units
+from ._frameworks import EXTENSION_KEY
 
 if TYPE_CHECKING:
     from ._database import Database
     from ._replicas import Replicas
     from ._timeouts import Timeouts
 
-EXTENSION_KEY = "flask-uow"
-_REQUEST_UNIT = "_flask_uow_request_unit"
-_ASYNC_VIEW = "_flask_uow_async_view"
-
 _POOL_ONLY_OPTIONS = frozenset(
     {"pool_size", "max_overflow", "pool_timeout", "pool_use_lifo", "poolclass", "pool"}
 )
+
+
+@dataclass(frozen=True, eq=False)
+class Framework:
+    """What differs between Flask and Quart for flask-uow; everything else is shared."""
+
+    name: str
+    """"Flask" or "Quart", for messages."""
+    app_context: ContextVar[Any]
+    """The framework's app-context variable: the current app, and the scope of units."""
+    request_context: ContextVar[Any]
+    """The framework's request-context variable (the current request's query arguments)."""
+    request_started: Any
+    """The signal sent before any ``before_request`` hook runs."""
+    g: Any
+    session: Any
+    """The framework's ``g`` and ``session`` proxies."""
+    current_app: Any
+    cli_group: type[click.Group]
+    """The framework's ``current_app`` proxy and ``AppGroup`` class, for the ``uow`` group."""
+    hook: Callable[[Callable[..., Any]], Callable[..., Any]]
+    """Makes a hook (a plain function) fit to register with the framework: Quart's hooks
+    and signal receivers are coroutines, so that they run in the request's task."""
+    install_units: Callable[[Database, Any, AppConfig], None]
+    """Installs the request's unit (with ``UOW_PER_REQUEST``) and the safety nets."""
+    pooled_async: bool
+    """Whether the app's async engine keeps a pool: only when every request of the app
+    runs on one event loop (Quart), not for Flask's async views (a loop per request)."""
 
 
 @dataclass(eq=False)
@@ -95,9 +118,9 @@ class AppState:
                             sqlite_foreign_keys=config.sqlite_foreign_keys,
                             sqlite_wal=config.sqlite_wal,
                             asynchronous=True,
-                        )
+                        ),
+                        timeouts=self.timeouts,
                     )
-                    self.async_created.timeouts = self.timeouts
                 created = self.async_created
         return created
 
@@ -113,24 +136,29 @@ class AppState:
                             config.engine_options,
                             sqlite_foreign_keys=config.sqlite_foreign_keys,
                             sqlite_wal=config.sqlite_wal,
-                        )
+                        ),
+                        replicas=self.replicas,
+                        timeouts=self.timeouts,
                     )
-                    created.replicas = self.replicas
-                    created.timeouts = self.timeouts
                     self.created = created
                 created = self.created
         return created
 
 
-class FlaskIntegration:
-    """Gives a Database's units the current app's engine and app context."""
+class AppIntegration:
+    """Gives a Database's units the current app's engines, replicas and app context."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, framework: Framework) -> None:
         self.db = db
-        self.apps: weakref.WeakKeyDictionary[Flask, AppState] = weakref.WeakKeyDictionary()
-        self._last: tuple[weakref.ref[Flask], AppState] | None = None
+        self.framework = framework
+        self.apps: weakref.WeakKeyDictionary[Any, AppState] = weakref.WeakKeyDictionary()
+        self._last: tuple[weakref.ref[Any], AppState] | None = None
+        self.current_scope: Callable[[], object | None] = functools.partial(
+            framework.app_context.get, None
+        )
+        """The current app context, or None: the scope a unit is opened in."""
 
-    def state(self, app: Flask) -> AppState | None:
+    def state(self, app: Any) -> AppState | None:
         """The state of ``app``, or None when it is not registered but the Database has a URL."""
         cached = self._last
         if cached is not None and cached[0]() is app:
@@ -139,38 +167,31 @@ class FlaskIntegration:
         if state is None:
             if self.db.url is None:
                 raise UnitOfWorkError(
-                    f"The current Flask app {app.name!r} is not registered with this Database. "
-                    "Did you forget to call db.init_app(app) in the app factory?"
+                    f"The current {self.framework.name} app {app.name!r} is not registered "
+                    "with this Database. Did you forget to call db.init_app(app) in the app "
+                    "factory?"
                 )
             return None
         self._last = (weakref.ref(app), state)
         return state
 
+    def current_state(self) -> AppState | None:
+        context = self.framework.app_context.get(None)
+        return self.state(context.app) if context is not None else None
+
     def current_engines(self) -> EngineVariants | None:
-        context = _cv_app.get(None)
-        if context is None:
-            return None
-        state = self.state(context.app)
+        state = self.current_state()
         return state.variants() if state is not None else None
 
     def current_async_engines(self) -> EngineVariants | None:
-        context = _cv_app.get(None)
-        if context is None:
-            return None
-        state = self.state(context.app)
+        state = self.current_state()
         return state.async_variants() if state is not None else None
-
-    def current_scope(self) -> object | None:
-        return _cv_app.get(None)
 
     def created_engines(self) -> list[EngineVariants]:
         return [state.created for state in list(self.apps.values()) if state.created]
 
     def current_replicas(self) -> Replicas | None:
-        context = _cv_app.get(None)
-        if context is None:
-            return None
-        state = self.state(context.app)
+        state = self.current_state()
         return state.replicas if state is not None else None
 
     def dispose(self) -> None:
@@ -182,23 +203,24 @@ class FlaskIntegration:
         return [state.async_created for state in list(self.apps.values()) if state.async_created]
 
 
-def register(db: Database, app: Flask) -> None:
-    """Attach ``db`` to ``app``: config, request hooks, teardown, CLI and shell context."""
-    from ._cli import uow_cli
-
+def register(db: Database, app: Any, framework: Framework) -> None:
+    """Attach ``db`` to a Flask or Quart ``app``: config, engines, timeouts, replicas, the
+    idle warning and OpenTelemetry, the request's unit, safety nets, CLI and shell context."""
     if EXTENSION_KEY in app.extensions:
         raise UnitOfWorkError(
-            f"The Flask app {app.name!r} is already registered with a flask-uow Database "
-            f"({app.extensions[EXTENSION_KEY]!r}). Call init_app once per app."
+            f"The {framework.name} app {app.name!r} is already registered with a flask-uow "
+            f"Database ({app.extensions[EXTENSION_KEY]!r}). Call init_app once per app."
         )
     integration = db.runtime.integration
     if integration is None:
-        integration = FlaskIntegration(db)
+        integration = AppIntegration(db, framework)
         db.runtime.attach(integration)
-    if type(integration) is not FlaskIntegration:  # a Quart integration is a subclass
+    if not isinstance(integration, AppIntegration) or integration.framework is not framework:
+        other = integration.framework.name if isinstance(integration, AppIntegration) else "?"
         raise UnitOfWorkError(
-            "This Database is already attached to another framework (a Quart app); one "
-            "Database serves apps of one framework. Create a second Database for the Flask app."
+            f"This Database is already attached to another framework (a {other} app); one "
+            "Database serves apps of one framework. Create a second Database for the "
+            f"{framework.name} app."
         )
     config = read_config(
         app.config,
@@ -209,29 +231,24 @@ def register(db: Database, app: Flask) -> None:
         default_sqlite_wal=db.sqlite_wal,
         debug=app.debug,
     )
-    state = add_app(db, integration, app, config)
+    state = add_app(db, integration, app, config, pooled_async=framework.pooled_async)
     app.extensions[EXTENSION_KEY] = db
-
-    if config.per_request:
-        _install_request_unit(db, app, config.read_only_methods)
-    _install_async_views(db, app)
-    app.teardown_appcontext(lambda error: end_leaked_units(db))
-    app.cli.add_command(uow_cli)
+    framework.install_units(db, app, config)
+    app.cli.add_command(command_group(framework.cli_group, framework.current_app))
     app.shell_context_processor(lambda: {"db": db})
-    state.replicas = _flask_replicas.register(db, app)
+    state.replicas = register_replicas(db, app, config, framework)
 
 
 def add_app(
     db: Database,
-    integration: FlaskIntegration,
+    integration: AppIntegration,
     app: object,
     config: AppConfig,
     *,
     pooled_async: bool = False,
 ) -> AppState:
-    """Record what ``app`` configured, for a Flask or a Quart app alike: its engines (made on
-    first use) and timeouts are its own; session options, the idle warning and
-    OpenTelemetry belong to the Database."""
+    """Record what ``app`` configured: its engines (made on first use) and timeouts are its
+    own; session options, the idle warning and OpenTelemetry belong to the Database."""
     if config.session_options:
         # Session options are shared by every app: refuse ones that would differ silently.
         merged = {**db.session_options, **config.session_options}
@@ -241,9 +258,16 @@ def add_app(
                 "session_options to Database() instead."
             )
         db.session_options = merged
+    if config.session_commit is not None:
+        if integration.apps and config.session_commit != db.session_commit:
+            raise UnitOfWorkError(
+                "UOW_SESSION_COMMIT differs between apps sharing one Database; pass "
+                "session_commit to Database() instead."
+            )
+        db.session_commit = config.session_commit
     _apply_observability(db, config)
     state = AppState(config, pooled_async=pooled_async, timeouts=_app_timeouts(config))
-    integration.apps[app] = state  # type: ignore[index]
+    integration.apps[app] = state
     return state
 
 
@@ -271,164 +295,21 @@ def _apply_observability(db: Database, config: AppConfig) -> None:
             otel.instrument(db)
 
 
-def _install_request_unit(db: Database, app: Flask, read_only_methods: frozenset[str]) -> None:
-    # request_started is sent before any before_request hook runs, whatever order the
-    # hooks, blueprints and extensions were registered in.
-    async_views: dict[tuple[str | None, str], bool] = {}  # (endpoint, method): async view?
-
-    def begin(sender: Flask, **extra: Any) -> None:
-        current = _cv_request.get().request  # one lookup instead of a proxy per attribute
-        method = current.method
-        origin = f"the per-request unit of {method} {current.path}"
-        rule = current.url_rule
-        key = (rule.endpoint if rule is not None else None, method)
-        view_is_async = async_views.get(key)
-        if view_is_async is None:
-            view_is_async = async_views[key] = _view_is_async(app)
-        if view_is_async:
-            # The view runs in an event loop of its own: its unit is entered there.
-            setattr(g, _ASYNC_VIEW, (origin, method in read_only_methods))
-            return
-        unit = UnitOfWork(db.runtime, read_only=method in read_only_methods, origin=origin)
-        unit.__enter__()
-        setattr(g, _REQUEST_UNIT, unit)
-
-    request_started.connect(begin, app, weak=False)
-    app.after_request(lambda response: _end_request_unit(db, response))
-    app.teardown_request(lambda error: _abort_request_unit(db, error))
-
-    # An exception raised by a before_request hook or the view rolls the request back,
-    # whatever status its error handler answers (a redirect to a login page, say). Flask
-    # offers no hook for handled exceptions, so the app's own handler is wrapped.
-    handle_user_exception = app.handle_user_exception
-
-    def roll_back_then_handle(error: Exception) -> Any:
-        roll_back_on_error(g.get(_REQUEST_UNIT))
-        return handle_user_exception(error)
-
-    app.handle_user_exception = roll_back_then_handle  # type: ignore[method-assign,assignment]
+def _same(hook: Callable[..., Any]) -> Callable[..., Any]:
+    return hook
 
 
-def _view_is_async(app: Flask) -> bool:
-    """True when the view this request goes to is a coroutine (function or method)."""
-    rule = request.url_rule
-    if rule is None or rule.endpoint is None:
-        return False
-    view = app.view_functions.get(rule.endpoint)
-    if view is None:
-        return False
-    if inspect.iscoroutinefunction(view):
-        return True
-    view_class = getattr(view, "view_class", None)
-    if view_class is None:
-        return False
-    handler = getattr(view_class, request.method.lower(), None)
-    if handler is None and request.method == "HEAD":
-        handler = getattr(view_class, "get", None)
-    return inspect.iscoroutinefunction(handler or view_class.dispatch_request)
-
-
-def _is_the_view(app: Flask, func: Callable[..., Any]) -> bool:
-    rule = request.url_rule
-    view = app.view_functions.get(rule.endpoint) if rule and rule.endpoint else None
-    if view is None:
-        return False
-    if func is view:
-        return True
-    view_class = getattr(view, "view_class", None)
-    return view_class is not None and isinstance(getattr(func, "__self__", None), view_class)
-
-
-def _install_async_views(db: Database, app: Flask) -> None:
-    # Flask runs an async view in an event loop of its own (asgiref), in another thread:
-    # its units must be entered, and leaked ones rolled back, in that loop.
-    # Flask's ensure_sync() hands coroutine functions to async_to_sync(): wrapping the latter
-    # costs sync views and hooks nothing.
-    async_to_sync = app.async_to_sync
-
-    def async_to_sync_with_units(func: Callable[..., Any]) -> Callable[..., Any]:
-        if has_request_context():
-            # The view may run in the request's unit; any coroutine (a view, an async
-            # before_request hook, an error handler) has its leaked units rolled back
-            # before its loop ends, while their connections can still be closed.
-            request_unit = g.pop(_ASYNC_VIEW, None) if _is_the_view(app, func) else None
-            return async_to_sync(_async_view(db, func, request_unit))
-        return async_to_sync(func)
-
-    app.async_to_sync = async_to_sync_with_units  # type: ignore[method-assign]
-
-
-def _async_view(
-    db: Database,
-    view: Callable[..., Coroutine[Any, Any, Any]],
-    request_unit: tuple[str, bool] | None,
-) -> Callable[..., Coroutine[Any, Any, Any]]:
-    """Run an async view in its event loop: in the request's unit when ``request_unit``
-    gives its origin and read-only flag, and rolling back (with a warning) any async unit
-    it leaves open.
-
-    The request's unit commits when the response's status is below 400, and rolls back
-    otherwise or when the view raises (the error then goes to the app's error handlers).
-    """
-    if request_unit is None:
-
-        @functools.wraps(view)
-        async def run_with_safety_net(*args: Any, **kwargs: Any) -> Any:
-            depth = len(live_units(db.runtime))
-            try:
-                return await view(*args, **kwargs)
-            finally:
-                await abandon_async(live_units(db.runtime)[depth:], _ADVICE)
-
-        return run_with_safety_net
-
-    @functools.wraps(view)
-    async def run_in_request_unit(*args: Any, **kwargs: Any) -> Response:
-        origin, read_only = request_unit
-        unit = UnitOfWork(db.runtime, read_only=read_only, origin=origin)
-        async with unit:
-            try:
-                response = current_app.make_response(await view(*args, **kwargs))
-            except BaseException:
-                await abandon_async(units_above(db.runtime, unit), _ADVICE)
-                raise
-            await settle_request_unit_async(db.runtime, unit, response.status_code, _ADVICE)
-        return response
-
-    return run_in_request_unit
-
-
-def _end_request_unit(db: Database, response: Response) -> Response:
-    unit: UnitOfWork | None = g.pop(_REQUEST_UNIT, None)
-    if unit is not None:
-        settle_request_unit(db.runtime, unit, response.status_code, _ADVICE)
-        unit.__exit__(None, None, None)
-    return response
-
-
-def _abort_request_unit(db: Database, error: BaseException | None) -> None:
-    unit: UnitOfWork | None = g.pop(_REQUEST_UNIT, None)
-    if unit is not None:
-        end_aborted_request_unit(db.runtime, unit, error, _ADVICE)
-
-
-def end_leaked_units(db: Database) -> None:
-    """Roll back units opened in the app context that is ending, warning where they began.
-
-    Outermost, joined and savepoint units alike: whatever they touched is rolled back.
-    """
-    if not db.runtime.units.get():
-        return
-    context: AppContext | None = _cv_app.get(None)
-    leaked = units_in_scope(db.runtime, context)
-    if any(unit.is_async for unit in leaked):
-        # Their event loop (asgiref's, one per view) has ended: roll back on a new one.
-        asyncio.run(abandon_async(leaked, _ADVICE))
-    else:
-        abandon(leaked, _ADVICE)
-
-
-_ADVICE = (
-    "End units with 'with db.unit_of_work():' or '@db.transactional' so that they close on "
-    "every path; for a streaming response, wrap the generator in stream_with_context()."
+FLASK = Framework(
+    name="Flask",
+    app_context=_cv_app,
+    request_context=_cv_request,
+    request_started=flask.request_started,
+    g=flask.g,
+    session=flask.session,
+    current_app=flask.current_app,
+    cli_group=flask.cli.AppGroup,
+    hook=_same,
+    install_units=install_flask_units,
+    pooled_async=False,
 )
+"""Flask: sync hooks; a sync unit per request, or a request loop for an async view."""

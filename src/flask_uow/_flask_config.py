@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from ._errors import UnitOfWorkError, UnitOfWorkWarning
+from ._replicas import DEFAULT_MAX_LAG, DEFAULT_MAX_WAIT
 
 KNOWN_KEYS = frozenset(
     {
@@ -26,6 +27,7 @@ KNOWN_KEYS = frozenset(
         "UOW_ASYNC_DATABASE_URL",
         "UOW_ENGINE_OPTIONS",
         "UOW_SESSION_OPTIONS",
+        "UOW_SESSION_COMMIT",
         "UOW_PER_REQUEST",
         "UOW_PER_REQUEST_READ_ONLY_METHODS",
         "UOW_SQLITE_FOREIGN_KEYS",
@@ -64,6 +66,12 @@ class AppConfig:
     lock_timeout: Any = None
     warn_idle_ms: float | None = None
     otel: bool = False
+    session_commit: str | None = None
+    replica_urls: tuple[str, ...] = ()
+    """``UOW_REPLICA_URLS``: a list of URLs, or one string of URLs separated by spaces or commas."""
+    replica_max_lag: float = DEFAULT_MAX_LAG
+    replica_max_wait: float = DEFAULT_MAX_WAIT
+    """``UOW_REPLICA_MAX_LAG`` and ``UOW_REPLICA_MAX_WAIT``, in seconds."""
 
 
 def read_config(
@@ -131,7 +139,18 @@ def read_config(
         lock_timeout=config.get("UOW_LOCK_TIMEOUT"),
         warn_idle_ms=idle_threshold(config, debug),
         otel=bool(config.get("UOW_OTEL", False)),
+        session_commit=config.get("UOW_SESSION_COMMIT"),
+        replica_urls=replica_urls(config.get("UOW_REPLICA_URLS")),
+        replica_max_lag=float(config.get("UOW_REPLICA_MAX_LAG", DEFAULT_MAX_LAG)),
+        replica_max_wait=float(config.get("UOW_REPLICA_MAX_WAIT", DEFAULT_MAX_WAIT)),
     )
+
+
+def replica_urls(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``UOW_REPLICA_URLS`` as a tuple: a string is split at spaces and commas."""
+    if isinstance(value, str):
+        return tuple(value.replace(",", " ").split())
+    return tuple(value or ())
 
 
 DEBUG_WARN_IDLE_MS = 100.0

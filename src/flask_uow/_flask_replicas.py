@@ -1,4 +1,4 @@
-"""Flask: replicas from app config, and read-your-writes across requests via the Flask session.
+"""Replicas from app config, and read-your-writes across requests via the Flask or Quart session.
 
 The causal position (the primary's WAL position after the user's last write) travels in
 the signed Flask session cookie, so it follows a user from request to request, whichever
@@ -7,15 +7,13 @@ worker process or thread serves them, without any change on the client side.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, g, request_started, session
 from flask.sessions import SessionMixin
 
 from ._replicas import (
-    DEFAULT_MAX_LAG,
-    DEFAULT_MAX_WAIT,
     UNKNOWN_POSITION,
     Replicas,
     format_lsn,
@@ -24,6 +22,8 @@ from ._replicas import (
 
 if TYPE_CHECKING:
     from ._database import Database
+    from ._flask import Framework
+    from ._flask_config import AppConfig
 
 SESSION_KEY = "_uow_lsn"
 """Key in the Flask session: the primary's WAL position after this user's last write."""
@@ -32,31 +32,34 @@ _SCOPE = "_flask_uow_causal_scope"
 _WARNED = "flask-uow-replicas-warned-no-secret"
 
 
-def register(db: Database, app: Flask) -> Replicas | None:
+def register_replicas(
+    db: Database, app: Any, config: AppConfig, framework: Framework
+) -> Replicas | None:
     """The app's replicas, from ``UOW_REPLICA_URLS``; carry causal positions per user.
 
-    Reads ``UOW_REPLICA_URLS`` (a list of URLs, or one string with URLs separated by
-    spaces or commas), ``UOW_REPLICA_MAX_LAG`` and ``UOW_REPLICA_MAX_WAIT`` (seconds).
     The replicas belong to this app (each app of a shared Database has its own); without
     ``UOW_REPLICA_URLS`` the app uses ``Database(replicas=...)``, if any. Returns None, and
     installs nothing, when neither names a replica.
     """
-    config = app.config
-    urls = config.get("UOW_REPLICA_URLS")
-    if isinstance(urls, str):
-        urls = urls.replace(",", " ").split()
     replicas = db.own_replicas
-    if urls:
+    if config.replica_urls:
         replicas = Replicas(
-            list(urls),
-            {**db.engine_options, **config.get("UOW_ENGINE_OPTIONS", {})},
-            max_lag=float(config.get("UOW_REPLICA_MAX_LAG", DEFAULT_MAX_LAG)),
-            max_wait=float(config.get("UOW_REPLICA_MAX_WAIT", DEFAULT_MAX_WAIT)),
+            list(config.replica_urls),
+            config.engine_options,
+            max_lag=config.replica_max_lag,
+            max_wait=config.replica_max_wait,
         )
     if replicas is None:
         return None
+    g, session, hook = framework.g, framework.session, framework.hook
+    request_context = framework.request_context
 
-    def start(sender: Flask, **extra: Any) -> None:
+    def owner() -> tuple[object, int]:
+        # A thread running a copy of the request context shares its g: only the request's
+        # own context and thread end its causal scope.
+        return request_context.get(None), threading.get_ident()
+
+    def start(sender: Any, **extra: Any) -> None:
         stored = session.get(SESSION_KEY)
         position = None
         if isinstance(stored, str):
@@ -64,7 +67,7 @@ def register(db: Database, app: Flask) -> Replicas | None:
                 position = parse_lsn(stored)
             except ValueError:
                 position = None
-        setattr(g, _SCOPE, replicas.begin_scope(position))
+        setattr(g, _SCOPE, (owner(), replicas.begin_scope(position)))
 
     def save(response: Any) -> Any:
         position = replicas.current_position()
@@ -80,18 +83,20 @@ def register(db: Database, app: Flask) -> Replicas | None:
         return response
 
     def end(error: BaseException | None) -> None:
-        scope = g.pop(_SCOPE, None)
-        if scope is not None:
-            try:
-                replicas.end_scope(scope)
-            except ValueError:  # ended in another context: start none there
-                replicas.begin_scope(None)
+        started = g.get(_SCOPE)
+        if started is None or started[0] != owner():
+            return
+        g.pop(_SCOPE)
+        try:
+            replicas.end_scope(started[1])
+        except ValueError:  # ended in another context: start none there
+            replicas.begin_scope(None)
 
-    request_started.connect(start, app, weak=False)
+    framework.request_started.connect(hook(start), app, weak=False)
     # after_request functions run last-registered first: at index 0, this one runs after
     # every other (a per-request unit commits in one), just before the session is saved.
-    app.after_request_funcs.setdefault(None, []).insert(0, save)
-    app.teardown_request(end)
+    app.after_request_funcs.setdefault(None, []).insert(0, hook(save))
+    app.teardown_request(hook(end))
     return replicas
 
 
@@ -99,7 +104,7 @@ def _store(flask_session: SessionMixin, position: int) -> None:
     flask_session[SESSION_KEY] = format_lsn(position)
 
 
-def _warn_no_secret(app: Flask) -> None:
+def _warn_no_secret(app: Any) -> None:
     if app.extensions.get(_WARNED):
         return
     app.extensions[_WARNED] = True

@@ -1,6 +1,8 @@
 """The life of a unit of work: its states, the moves between them, its kinds and outcomes.
 
-Sync and async units share these; the code that drives them lives in ``_unit.py``.
+Sync and async units share these. ``_unit.py`` holds the public API, ``_unit_entering.py``
+decides a unit's kind, ``_transaction.py`` holds what the units of one transaction share,
+``_ending.py`` decides how a unit ends and ``_unit_ending.py`` carries that out.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ class UnitState(enum.Enum):
     ENDED = "ended"
     """Left; as if it had never been entered, in every context."""
 
+    # Members are singletons compared by identity, so identity is their hash too: Enum's own
+    # hashes the name in Python code, a call on every lookup in ``TRANSITIONS``.
+    __hash__ = object.__hash__
+
 
 TRANSITIONS: dict[UnitState, frozenset[UnitState]] = {
     UnitState.NEW: frozenset({UnitState.ACTIVE}),
@@ -27,7 +33,9 @@ TRANSITIONS: dict[UnitState, frozenset[UnitState]] = {
     UnitState.INVALIDATED: frozenset({UnitState.ENDED}),
     UnitState.ENDED: frozenset(),
 }
-"""The whole life of a unit: NEW -> ACTIVE -> ENDED, or ACTIVE -> INVALIDATED -> ENDED."""
+"""The whole life of a unit: NEW -> ACTIVE -> ENDED, or ACTIVE -> INVALIDATED -> ENDED.
+
+Every change of a unit's state goes through ``UnitFields._move_to``, which checks it here."""
 
 
 class UnitKind(enum.Enum):
@@ -66,6 +74,9 @@ class Outcome(enum.Enum):
     """A joined unit left normally: the transaction it joined decides."""
     NO_TRANSACTION = "no_transaction"
     """A unit that ran with no transaction ended."""
+
+    # Identity hashing, as UnitState's: the counters look each outcome up once per unit.
+    __hash__ = object.__hash__
 
 
 # Python 3.11's EnumType defines __getattr__, which turns every ``UnitState.ACTIVE`` into a

@@ -10,22 +10,21 @@ This is a layer on top of the core: it imports the core, and the core never impo
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from quart import Quart, Response, g, request
+from quart import Quart, Response, current_app, g, request, session
 from quart.cli import AppGroup
-from quart.globals import _cv_app
+from quart.globals import _cv_app, _cv_request
 from quart.signals import request_started
 
-from ._cli import check_command, create_all_command, drop_all_command
-from ._engines import EngineVariants
-from ._errors import UnitOfWorkError
-from ._flask import EXTENSION_KEY, FlaskIntegration, add_app
-from ._flask_config import read_config
+from ._flask import Framework
 from ._request_units import (
     abandon_async,
     end_aborted_request_unit_async,
-    roll_back_on_error,
+    flag_rollback_on_error,
+    run_without_units,
     settle_request_unit_async,
     units_in_scope,
 )
@@ -33,60 +32,17 @@ from ._unit import UnitOfWork
 
 if TYPE_CHECKING:
     from ._database import Database
+    from ._flask_config import AppConfig
 
 _REQUEST_UNIT = "_flask_uow_request_unit"
 
 
-class QuartIntegration(FlaskIntegration):
-    """Gives a Database's units the current Quart app's engines and app context."""
-
-    def current_engines(self) -> EngineVariants | None:
-        context = _cv_app.get(None)
-        if context is None:
-            return None
-        state = self.state(context.app)  # type: ignore[arg-type]
-        return state.variants() if state is not None else None
-
-    def current_async_engines(self) -> EngineVariants | None:
-        context = _cv_app.get(None)
-        if context is None:
-            return None
-        state = self.state(context.app)  # type: ignore[arg-type]
-        return state.async_variants() if state is not None else None
-
-    def current_scope(self) -> object | None:
-        return _cv_app.get(None)
-
-
-def register(db: Database, app: Quart) -> None:
-    """Attach ``db`` to a Quart ``app``: config, request unit, teardown, CLI, shell context."""
-    if EXTENSION_KEY in app.extensions:
-        raise UnitOfWorkError(
-            f"The Quart app {app.name!r} is already registered with a flask-uow Database "
-            f"({app.extensions[EXTENSION_KEY]!r}). Call init_app once per app."
-        )
-    integration = db.runtime.integration
-    if integration is None:
-        integration = QuartIntegration(db)
-        db.runtime.attach(integration)
-    if not isinstance(integration, QuartIntegration):
-        raise UnitOfWorkError(
-            "This Database is already attached to another framework (a Flask app); one "
-            "Database serves apps of one framework. Create a second Database for the Quart app."
-        )
-    config = read_config(
-        app.config,
-        instance_path=app.instance_path,
-        default_url=db.url,
-        default_engine_options=db.engine_options,
-        default_sqlite_foreign_keys=db.sqlite_foreign_keys,
-        default_sqlite_wal=db.sqlite_wal,
-    )
-    add_app(db, integration, app, config, pooled_async=True)
-    app.extensions[EXTENSION_KEY] = db
-
+def install_quart_units(db: Database, app: Quart, config: AppConfig) -> None:
+    """The request's async unit (with ``UOW_PER_REQUEST``), the sync functions' units and
+    the safety nets of a Quart app; its async connections close when it stops serving."""
     if config.per_request:
         _install_request_unit(db, app, config.read_only_methods)
+    _install_sync_functions(db, app)
 
     @app.teardown_appcontext
     async def end_leaked(error: BaseException | None) -> None:
@@ -97,18 +53,16 @@ def register(db: Database, app: Quart) -> None:
         # Async connections belong to the serving loop: close them before it ends.
         await db.dispose_async()
 
-    app.cli.add_command(_cli())
-    app.shell_context_processor(lambda: {"db": db})
 
+def _as_coroutine(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """``hook`` as a coroutine function, so that Quart runs it in the request's task (a
+    sync function would run in a worker thread, in a copy of the request's context)."""
 
-def _cli() -> AppGroup:
-    group = AppGroup("uow", help="Manage the flask-uow database of this app.")
-    for command in (create_all_command, drop_all_command, check_command):
-        callback: Any = command.callback
-        group.command(command.name, help=command.help, with_appcontext=True)(
-            callback.__wrapped__
-        )
-    return group
+    @functools.wraps(hook)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        return hook(*args, **kwargs)
+
+    return run
 
 
 def _install_request_unit(db: Database, app: Quart, read_only_methods: frozenset[str]) -> None:
@@ -121,13 +75,13 @@ def _install_request_unit(db: Database, app: Quart, read_only_methods: frozenset
             origin=f"the per-request unit of {method} {request.path}",
         )
         await unit.__aenter__()
-        setattr(g, _REQUEST_UNIT, unit)
+        setattr(g, _REQUEST_UNIT, (_cv_request.get(), unit))
 
     request_started.connect(begin, app, weak=False)
 
     @app.after_request
     async def end(response: Response) -> Response:
-        unit: UnitOfWork | None = g.pop(_REQUEST_UNIT, None)
+        unit = _take_request_unit()
         if unit is not None:
             await settle_request_unit_async(db.runtime, unit, response.status_code, _ADVICE)
             await unit.__aexit__(None, None, None)
@@ -135,7 +89,7 @@ def _install_request_unit(db: Database, app: Quart, read_only_methods: frozenset
 
     @app.teardown_request
     async def abort(error: BaseException | None) -> None:
-        unit: UnitOfWork | None = g.pop(_REQUEST_UNIT, None)
+        unit = _take_request_unit()
         if unit is not None:
             await end_aborted_request_unit_async(db.runtime, unit, error, _ADVICE)
 
@@ -144,10 +98,40 @@ def _install_request_unit(db: Database, app: Quart, read_only_methods: frozenset
     handle_user_exception = app.handle_user_exception
 
     async def roll_back_then_handle(error: Exception) -> Any:
-        roll_back_on_error(g.get(_REQUEST_UNIT))
+        flag_rollback_on_error(_request_unit())
         return await handle_user_exception(error)
 
     app.handle_user_exception = roll_back_then_handle  # type: ignore[method-assign]
+
+
+def _request_unit() -> UnitOfWork | None:
+    """The request's unit, seen from the request's own context: a task running a copy of
+    the request context (``copy_current_request_context``) shares its ``g``, not its unit."""
+    stored: tuple[object, UnitOfWork] | None = g.get(_REQUEST_UNIT)
+    if stored is None or stored[0] is not _cv_request.get(None):
+        return None
+    return stored[1]
+
+
+def _take_request_unit() -> UnitOfWork | None:
+    """``_request_unit()``, which the request's context then no longer holds."""
+    unit = _request_unit()
+    if unit is not None:
+        g.pop(_REQUEST_UNIT)
+    return unit
+
+
+def _install_sync_functions(db: Database, app: Quart) -> None:
+    # Quart runs sync views and hooks in worker threads, in a copy of the request's context:
+    # they must not see the request's async unit (it belongs to the request's task), so they
+    # start with no unit and open their own; one they leave open is rolled back, with a
+    # warning, before the worker returns.
+    sync_to_async = app.sync_to_async
+
+    def sync_to_async_with_units(func: Callable[..., Any]) -> Callable[..., Any]:
+        return sync_to_async(functools.partial(run_without_units, db.runtime, func))
+
+    app.sync_to_async = sync_to_async_with_units  # type: ignore[method-assign]
 
 
 async def end_leaked_units(db: Database) -> None:
@@ -159,3 +143,19 @@ _ADVICE = (
     "End units with 'async with db.unit_of_work():' or '@db.transactional' so that they "
     "close on every path."
 )
+
+
+QUART = Framework(
+    name="Quart",
+    app_context=_cv_app,
+    request_context=_cv_request,
+    request_started=request_started,
+    g=g,
+    session=session,
+    current_app=current_app,
+    cli_group=AppGroup,
+    hook=_as_coroutine,
+    install_units=install_quart_units,
+    pooled_async=True,
+)
+"""Quart: hooks are coroutines, an async unit per request, one event loop for all requests."""

@@ -1,10 +1,10 @@
 """Query helpers on Database: get_or_404, first_or_404, one_or_404, paginate, paginate_keyset.
 
 They run on the session of the unit of work that is active when they are called and never
-open one: outside a unit they raise ``NoActiveUnitOfWork``. Nothing here imports Flask;
-a 404 is werkzeug's ``NotFound`` (imported when raised), and ``page`` / ``per_page`` /
-``after`` are read from ``flask.request.args`` only when Flask is already imported and a
-request is active.
+open one: outside a unit they raise ``NoActiveUnitOfWork``. Nothing here imports a web
+framework: a 404 is the framework's (werkzeug's ``NotFound`` for Flask and Quart), and
+``page`` / ``per_page`` / ``after`` are read from the current request's query arguments;
+both come from the framework layer through ``flask_uow._frameworks``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ import binascii
 import datetime as dt
 import hashlib
 import json
-import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -28,6 +27,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 
 from ._errors import NoActiveUnitOfWork
+from ._frameworks import not_found, request_args
 from .pagination import KeysetPage, Pagination
 
 if TYPE_CHECKING:
@@ -116,34 +116,17 @@ class QueryHelpers:
         ``select(User)``. ``count=False`` skips the COUNT query (``total`` is then None).
         Both queries run in the active unit of work.
         """
-        session = self._query_session("paginate")
-        page, per_page = page_arguments(page, per_page, max_per_page, error_out)
-        offset_select = select.limit(per_page).offset((page - 1) * per_page)
-        items = list(session.execute(offset_select).unique().scalars())
-        if not items and page != 1 and error_out:
-            not_found(None)
-        total = count_rows(session, select) if count else None
+        self._query_session("paginate")  # outside a unit, say so before reading arguments
 
-        def fetch(other_page: int, other_error_out: bool) -> Pagination[Any]:
-            neighbour = self.paginate(
-                select,
-                page=other_page,
-                per_page=per_page,
-                max_per_page=max_per_page,
-                error_out=other_error_out,
-                count=False,
-            )
-            neighbour.total = total
-            return neighbour
+        def read(limit: int, offset: int) -> list[Any]:
+            # The unit active now: next() and prev() may run in a later one, or in none.
+            session = self._query_session("paginate")
+            return list(session.execute(select.limit(limit).offset(offset)).unique().scalars())
 
-        return Pagination(
-            items=items,
-            total=total,
-            page=page,
-            per_page=per_page,
-            max_per_page=max_per_page,
-            fetch=fetch,
-        )
+        def total() -> int:
+            return count_rows(self._query_session("paginate"), select)
+
+        return offset_page(read, total, page, per_page, max_per_page, error_out, count)
 
     def paginate_keyset(
         self,
@@ -216,25 +199,6 @@ class QueryHelpers:
         )
 
 
-def not_found(description: str | None) -> NoReturn:
-    """Raise werkzeug's 404 ``NotFound`` (Flask turns it into a Not Found response)."""
-    from werkzeug.exceptions import NotFound
-
-    raise NotFound(description=description)
-
-
-def request_args() -> Mapping[str, str] | None:
-    """The current Flask request's query arguments, or None outside a request.
-
-    Never imports Flask: when the application has not imported it, there is no request.
-    """
-    flask = sys.modules.get("flask")
-    if flask is None or not flask.has_request_context():
-        return None
-    args: Mapping[str, str] = flask.request.args
-    return args
-
-
 def _int_argument(raw: str, default: int, error_out: bool) -> int:
     try:
         return int(raw)
@@ -242,6 +206,44 @@ def _int_argument(raw: str, default: int, error_out: bool) -> int:
         if error_out:
             not_found(None)
         return default
+
+
+def offset_page(
+    read: Callable[[int, int], list[E]],
+    count_total: Callable[[], int],
+    page: int | None,
+    per_page: int | None,
+    max_per_page: int | None,
+    error_out: bool,
+    count: bool,
+) -> Pagination[E]:
+    """One page by OFFSET and LIMIT: ``read(limit, offset)`` gives its items and
+    ``count_total()`` the total (skipped when ``count`` is false), both in the caller's unit.
+
+    Shared by ``db.paginate(select)`` and the legacy ``Query.paginate()``; the page's
+    neighbours (``next()``, ``prev()``) are read the same way, without counting again.
+    """
+    page, per_page = page_arguments(page, per_page, max_per_page, error_out)
+    items = read(per_page, (page - 1) * per_page)
+    if not items and page != 1 and error_out:
+        not_found(None)
+    total = count_total() if count else None
+
+    def fetch(other_page: int, other_error_out: bool) -> Pagination[E]:
+        neighbour = offset_page(
+            read, count_total, other_page, per_page, max_per_page, other_error_out, False
+        )
+        neighbour.total = total
+        return neighbour
+
+    return Pagination(
+        items=items,
+        total=total,
+        page=page,
+        per_page=per_page,
+        max_per_page=max_per_page,
+        fetch=fetch,
+    )
 
 
 def page_arguments(

@@ -1,103 +1,65 @@
 """Read replicas: where a read-only unit runs, and the commit positions that keep reads causal.
 
-A ``Replicas`` object knows the replica engines and their health, and the causal position
-of the current thread or task: the primary's WAL position after the last commit that
-wrote. It never opens a transaction itself; the unit machinery asks it where to run
-(``engine_for_read``) and tells it when a write committed (``note_commit``).
+A ``Replicas`` object knows the replica engines (``_replica_health`` probes them and
+marks them down), and the causal position of the current thread or task: the primary's
+WAL position after the last commit that wrote. It never opens a transaction itself; the
+unit machinery asks it where to run (``engine_for_read``) and tells it when a write
+committed (``note_commit``).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, ExceptionContext
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
-from ._engines import EngineVariants, create_engine, masked
+from ._deadlines import DEADLINES
+from ._engines import (
+    BEFORE_READ_ONLY_END_OPTION,
+    READ_ONLY_OPTION,
+    ReadChoice,
+    create_engine,
+    masked,
+)
+from ._errors import UnitOfWorkError
+from ._positions import UNKNOWN_POSITION as UNKNOWN_POSITION
+from ._positions import Position, forget_write, note_write, read_position, took_write
+from ._positions import format_lsn as format_lsn
+from ._positions import make_token as make_token
+from ._positions import parse_lsn as parse_lsn
+from ._positions import parse_token as parse_token
+from ._replica_connections import (
+    ANSWER_WITHIN_OPTION,
+    disarm_checked_in,
+    disarm_statement,
+    refuse_dead_connection,
+    replayed_on,
+)
+from ._replica_health import SLOW_PROBE_SECONDS as SLOW_PROBE_SECONDS
+from ._replica_health import Replica as Replica
+from ._replica_health import ReplicaHealth, replica_statuses
+from ._replica_health import ReplicaStatus as ReplicaStatus
 
 logger = logging.getLogger("flask_uow")
-
-Position = int
-"""A PostgreSQL WAL position (LSN) as an integer: bigger is later."""
-
-UNKNOWN_POSITION: Position = 2**64 - 1
-"""Recorded when a write committed but its position could not be read: read the primary."""
 
 DEFAULT_MAX_LAG = 5.0
 DEFAULT_MAX_WAIT = 0.25
 DEFAULT_PROBE_INTERVAL = 0.1
 DEFAULT_BACKOFF = 5.0
 DEFAULT_CONNECT_TIMEOUT = 2
-
-_TOKEN_PREFIX = "lsn:"
-_WROTE = "flask_uow_wrote"
-"""Key in a primary connection's ``info``: its current transaction sent a write."""
-
-_READ_PREFIXES = ("SELECT", "SHOW", "VALUES", "TABLE", "EXPLAIN")
-
-_PROBE_SQL = (
-    "SELECT pg_last_wal_replay_lsn()::text, pg_last_wal_receive_lsn()::text, "
-    "EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8, "
-    "pg_is_in_recovery(), "
-    # status is NULL for roles without pg_read_all_stats: then a receiver running will do
-    "EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status IS NULL OR status = 'streaming')"
-)
-"""How far a replica has replayed, and its lag. A replica that replayed all it received is
-0 s behind only while it streams: one cut off from the primary is as far behind as its
-last replayed transaction is old (an overestimate when the primary has been idle)."""
-
-
-def _measured_lag(
-    received: str | None, replayed: str | None, seconds: Any, streaming: Any
-) -> float:
-    if streaming and (received is None or replayed == received):
-        return 0.0
-    return max(float(seconds), 0.0) if seconds is not None else float("inf")
-_POSITION_SQL = "SELECT pg_current_wal_insert_lsn()::text"
-
-
-def parse_lsn(text: str) -> Position:
-    """``'16/B374D848'`` -> an integer position."""
-    high, _, low = text.partition("/")
-    return (int(high, 16) << 32) + int(low, 16)
-
-
-def format_lsn(position: Position) -> str:
-    """An integer position -> ``'16/B374D848'``, as PostgreSQL spells it."""
-    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
-
-
-def make_token(position: Position | None) -> str:
-    """The opaque causal token for ``position`` (None: no write to wait for)."""
-    return _TOKEN_PREFIX + format_lsn(position or 0)
-
-
-def parse_token(token: str | None) -> Position | None:
-    """The position in a token from ``make_token``; None or ``''`` mean none."""
-    if not token:
-        return None
-    if not token.startswith(_TOKEN_PREFIX):
-        raise ValueError(
-            f"{token!r} is not a causal token; pass the string that db.causal_token() returned."
-        )
-    try:
-        position = parse_lsn(token[len(_TOKEN_PREFIX) :])
-    except ValueError:
-        raise ValueError(
-            f"{token!r} is not a causal token; pass the string that db.causal_token() returned."
-        ) from None
-    return position or None
+DEFAULT_ANSWER_TIMEOUT = 10.0
+_SEEN = "flask_uow_replayed_seen"
+"""Key in a replica connection's ``info``: a position its server is known to have replayed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,61 +78,6 @@ class ReplicaStats:
     """Times a replica was taken out after failing to connect or losing its connection."""
 
 
-@dataclass(frozen=True, slots=True)
-class ReplicaStatus:
-    """What one replica answered when asked just now (for ``flask uow check``)."""
-
-    url: str
-    """The URL, password masked."""
-    reachable: bool
-    error: str | None
-    replayed: str | None
-    """The last replayed WAL position, as PostgreSQL spells it."""
-    lag_seconds: float | None
-    """How far behind the primary the replica is, 0.0 when it has replayed all it received."""
-
-
-class ReadChoice(NamedTuple):
-    """Where a read-only unit runs: a replica's engine, or None for the primary."""
-
-    engine: sa.Engine | None
-    replica: str | None
-    """The replica's URL (password masked), or None on the primary."""
-
-
-class Replica:
-    """One replica: its engines, health and last known replay position."""
-
-    __slots__ = (
-        "url",
-        "variants",
-        "replayed",
-        "lag",
-        "probed_at",
-        "down_until",
-        "probe_lock",
-    )
-
-    def __init__(self, url: URL, engine: sa.Engine) -> None:
-        self.url = masked(url)
-        self.variants = EngineVariants(engine)
-        self.replayed: Position = 0
-        self.lag: float | None = None  # None: never probed successfully
-        self.probed_at = float("-inf")
-        self.down_until = float("-inf")
-        self.probe_lock = threading.Lock()
-
-    def lag_now(self, now: float) -> float:
-        """The lag measured at the last probe, grown by the time since if it was behind."""
-        lag = self.lag
-        if lag is None:
-            return float("inf")
-        return lag + (now - self.probed_at) if lag > 0 else 0.0
-
-    def __repr__(self) -> str:
-        return f"<Replica {self.url} replayed={format_lsn(self.replayed)} lag={self.lag}>"
-
-
 class Replicas:
     """Replica engines, their health, and the causal positions that reads must have seen.
 
@@ -180,6 +87,11 @@ class Replicas:
     whose connection is lost, is skipped for ``backoff`` seconds. A replica whose lag is
     over ``max_lag`` seconds is skipped. A unit with a causal position waits up to
     ``max_wait`` seconds for a replica that has replayed it, then runs on the primary.
+
+    A replica that stops answering (connected, silent) is cut off from this side: a probe
+    unanswered after ``PROBE_ANSWER_SECONDS`` marks it down (units then run elsewhere),
+    and a statement, COMMIT or ROLLBACK on it unanswered after ``answer_timeout`` seconds
+    fails as a lost connection (None: wait as long as the server takes).
     """
 
     def __init__(
@@ -191,19 +103,24 @@ class Replicas:
         max_wait: float = DEFAULT_MAX_WAIT,
         probe_interval: float = DEFAULT_PROBE_INTERVAL,
         backoff: float = DEFAULT_BACKOFF,
+        answer_timeout: float | None = DEFAULT_ANSWER_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_lag < 0 or max_wait < 0 or probe_interval < 0 or backoff < 0:
             raise ValueError("max_lag, max_wait, probe_interval and backoff must be 0 or more")
+        if answer_timeout is not None and answer_timeout <= 0:
+            raise ValueError("answer_timeout must be a positive number of seconds, or None")
+        self.answer_timeout = answer_timeout
+        """Seconds a replica may take to answer one statement before the connection is cut."""
         self.max_lag = max_lag
         """Seconds a replica may be behind and still serve reads without a causal position."""
         self.max_wait = max_wait
         """Seconds a unit waits for a replica to replay its causal position."""
-        self.probe_interval = probe_interval
-        """Seconds a replica's measured position and lag are trusted before asking again."""
-        self.backoff = backoff
-        """Seconds a replica is left out after it failed to connect."""
         self._clock = clock
+        self._lock = threading.Lock()
+        self._health = ReplicaHealth(
+            probe_interval=probe_interval, backoff=backoff, clock=clock, lock=self._lock
+        )
         self.replicas: tuple[Replica, ...] = tuple(
             self._make_replica(sa.make_url(url), engine_options or {}) for url in urls
         )
@@ -214,8 +131,26 @@ class Replicas:
         self._pending: ContextVar[bool] = ContextVar(
             f"flask_uow_commit_wrote_{id(self):x}", default=False
         )
-        self._lock = threading.Lock()
-        self._reads = self._fallbacks = self._waits = self._probes = self._downs = 0
+        self._primary: sa.Engine | None = None
+        self._reads = self._fallbacks = self._waits = 0
+
+    @property
+    def probe_interval(self) -> float:
+        """Seconds a replica's measured position and lag are trusted before asking again."""
+        return self._health.probe_interval
+
+    @probe_interval.setter
+    def probe_interval(self, seconds: float) -> None:
+        self._health.probe_interval = seconds
+
+    @property
+    def backoff(self) -> float:
+        """Seconds a replica is left out after it failed to connect."""
+        return self._health.backoff
+
+    @backoff.setter
+    def backoff(self, seconds: float) -> None:
+        self._health.backoff = seconds
 
     def __repr__(self) -> str:
         return f"<Replicas {', '.join(r.url for r in self.replicas)}>"
@@ -232,16 +167,91 @@ class Replicas:
         options["connect_args"] = connect_args
         engine = create_engine(url, options)
         replica = Replica(url, engine)
-        event.listen(engine, "checkout", _refuse_dead_connection)
+        event.listen(engine, "checkout", refuse_dead_connection)
         event.listen(engine, "handle_error", self._error_listener(replica))
+        event.listen(engine, "begin", _seen_on_begin(replica))
+        event.listen(engine, "before_cursor_execute", self._before_statement)
+        event.listen(engine, "after_cursor_execute", disarm_statement)
+        if self.answer_timeout is not None:  # the driver's own COMMIT and ROLLBACK
+            event.listen(engine, "commit", self._arm_ending)
+            event.listen(engine, "rollback", self._arm_ending)
+            # A read-only unit's COMMIT on psycopg goes out before the rollback event.
+            engine.update_execution_options(**{BEFORE_READ_ONLY_END_OPTION: self._arm_ending})
+        event.listen(engine, "checkin", disarm_checked_in)
         return replica
 
     def _error_listener(self, replica: Replica) -> Callable[[ExceptionContext], None]:
         def on_error(context: ExceptionContext) -> None:
+            connection = context.connection
+            if connection is not None and not connection.invalidated:
+                DEADLINES.disarm(connection.connection.dbapi_connection)
             if context.is_disconnect:
-                self._mark_down(replica, context.original_exception)
+                self._health.mark_down(replica, context.original_exception)
 
         return on_error
+
+    def _before_statement(
+        self,
+        connection: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> None:
+        """Arm the statement's answer deadline; in a unit, first catch up with its scope."""
+        options = connection.get_execution_options()
+        seconds = options.get(ANSWER_WITHIN_OPTION, self.answer_timeout)
+        driver_connection = connection.connection.dbapi_connection
+        if seconds is not None:
+            DEADLINES.arm(driver_connection, seconds)
+        if not options.get(READ_ONLY_OPTION):
+            return  # a probe, not a unit's statement
+        needed = self._position.get()
+        if needed is not None and needed > connection.info.get(_SEEN, 0):
+            self._catch_up(connection, needed)
+
+    def _catch_up(self, connection: Connection, needed: Position) -> None:
+        """Wait until this replica connection's server has replayed ``needed``.
+
+        A unit in this scope committed a write (``REQUIRES_NEW``) while this read-only unit
+        runs on the replica: its next statement must see it. Asks the server on this
+        connection every few ms, up to ``max_wait``; raises if it has not replayed by then.
+        """
+        if needed == UNKNOWN_POSITION:
+            primary = self._primary
+            try:
+                assert primary is not None
+                needed = read_position(primary)
+            except Exception:
+                needed = UNKNOWN_POSITION
+        deadline = self._clock() + self.max_wait
+        pause = 0.002
+        while needed != UNKNOWN_POSITION:
+            text = replayed_on(connection)
+            replayed = parse_lsn(text) if text else 0
+            if replayed >= needed:
+                connection.info[_SEEN] = replayed
+                return
+            left = deadline - self._clock()
+            if left <= 0:
+                break
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.05)
+        raise UnitOfWorkError(
+            "This read-only unit of work runs on a read replica, and a unit inside it "
+            "committed a write that the replica has not replayed within max_wait "
+            f"({self.max_wait:g} s); its next statement would not see that write. Open the "
+            "outer unit with read_only=False (it then runs on the primary), commit the write "
+            "after the read-only unit ends, or raise max_wait."
+        )
+
+    def _arm_ending(self, connection: Connection) -> None:
+        # Disarmed when the connection goes back to the pool, right after.
+        assert self.answer_timeout is not None
+        if connection.invalidated:
+            return  # lost already: the rollback sends nothing
+        DEADLINES.arm(connection.connection.dbapi_connection, self.answer_timeout)
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -251,12 +261,13 @@ class Replicas:
         """Where a read-only outermost unit should run.
 
         ``after`` is a position the unit must see (an explicit token's); the current causal
-        position is added. Returns a replica's read-only engine, whose pool has just handed
-        out and taken back a live connection (so a replica that cannot be reached is never
-        returned), or ``ReadChoice(None, None)``: run on the primary (always for
-        SERIALIZABLE, which a hot standby refuses). Never raises for a
-        replica's sake; costs no round trip unless a replica's cached status is older than
-        ``probe_interval`` or the causal position is ahead of every cached one.
+        position is added. Returns a replica's read-only engine, or ``ReadChoice(None, None)``:
+        run on the primary (always for SERIALIZABLE, which a hot standby refuses). The unit
+        checks its connection out at once; a replica that went down since its last probe
+        fails there, before any SQL, and the unit reports it (``replica_failed()``) and asks
+        again. Never raises for a replica's sake; costs no round trip unless a replica's
+        cached status is older than ``probe_interval`` or the causal position is ahead of
+        every cached one.
         """
         needed = self._position.get()
         if after is not None and (needed is None or after > needed):
@@ -274,6 +285,18 @@ class Replicas:
             self._reads += 1
         engine = choice.variants.for_unit(read_only=True, isolation_level=isolation_level)
         return ReadChoice(engine, choice.url)
+
+    def replica_failed(self, choice: ReadChoice, error: BaseException) -> None:
+        """The unit ``choice`` was made for could not check out a connection of its replica
+        (it went down since its last probe): leave the replica out for ``backoff`` seconds.
+        The unit asks ``engine_for_read()`` again, and runs elsewhere."""
+        engine = choice.engine
+        for replica in self.replicas:
+            if engine is not None and engine.pool is replica.variants.engine.pool:
+                self._health.mark_down(replica, error)
+                with self._lock:
+                    self._reads -= 1  # counted when it was chosen; it did not run there
+                return
 
     def _fallback(self) -> ReadChoice:
         with self._lock:
@@ -310,83 +333,20 @@ class Replicas:
             replica = replicas[(start + offset) % count]
             if replica.down_until > now:
                 continue
-            stale = now - replica.probed_at >= self.probe_interval
+            probing_since = replica.probing_since
+            if probing_since is not None and now - probing_since > SLOW_PROBE_SECONDS:
+                continue  # its probe has had no answer for a while: do not queue behind it
+            stale = now - replica.probed_at >= self._health.probe_interval
             if stale or (refresh and needed is not None and replica.replayed < needed):
-                self._probe(replica, now, wait=refresh or replica.lag is None)
+                self._health.probe(replica, wait=refresh or replica.lag is None)
             if replica.down_until > now or replica.lag is None:
                 continue
             if needed is not None and replica.replayed < needed:
                 continue
             if replica.lag_now(now) > self.max_lag:
                 continue
-            if self._usable(replica):
-                return replica
+            return replica
         return None
-
-    def _usable(self, replica: Replica) -> bool:
-        """Check a connection out and back in: a replica down since its last probe fails here."""
-        try:
-            # The pool alone (no Connection object): its checkout runs the dead-connection
-            # check and connects if needed; errors come straight from the driver.
-            replica.variants.engine.pool.connect().close()
-        except Exception as error:
-            self._mark_down(replica, error)
-            return False
-        return True
-
-    # -- health and positions ------------------------------------------------------------------
-
-    def _probe(self, replica: Replica, now: float, *, wait: bool) -> None:
-        """Ask ``replica`` how far it has replayed; one thread at a time, others use the cache.
-
-        With ``wait``, a thread that finds a probe under way waits for it and uses its answer.
-        """
-        if not replica.probe_lock.acquire(blocking=False):
-            if wait:
-                with replica.probe_lock:
-                    pass
-            return
-        try:
-            if not wait and self._clock() - replica.probed_at < self.probe_interval:
-                return  # another thread probed while this one was deciding to
-            with self._lock:
-                self._probes += 1
-            try:
-                with replica.variants.engine.connect() as connection:
-                    row = connection.execution_options(isolation_level="AUTOCOMMIT").execute(
-                        sa.text(_PROBE_SQL)
-                    ).one()
-            except sa.exc.DBAPIError as error:
-                self._mark_down(replica, error)
-                return
-            replayed, received, seconds, in_recovery, streaming = row
-            replica.probed_at = self._clock()
-            if not in_recovery:
-                replica.lag = None  # promoted or not a standby: never read from it as one
-                replica.down_until = replica.probed_at + self.backoff
-                logger.warning("flask-uow: replica %s is not in recovery; skipping it", replica.url)
-                return
-            replica.replayed = parse_lsn(replayed) if replayed else 0
-            replica.lag = _measured_lag(received, replayed, seconds, streaming)
-        finally:
-            replica.probe_lock.release()
-
-    def _mark_down(self, replica: Replica, error: BaseException | None) -> None:
-        now = self._clock()
-        first = replica.down_until <= now
-        replica.down_until = now + self.backoff
-        replica.lag = None
-        replica.probed_at = float("-inf")
-        if first:
-            with self._lock:
-                self._downs += 1
-            reason = str(error).strip().splitlines()[0] if error else "unknown error"
-            logger.warning(
-                "flask-uow: replica %s is unreachable (%s); reading from elsewhere for %.1f s",
-                replica.url,
-                reason,
-                self.backoff,
-            )
 
     # -- causal positions ------------------------------------------------------------------------
 
@@ -400,12 +360,13 @@ class Replicas:
         """
         if engine.dialect.name != "postgresql" or event.contains(engine, "commit", self._on_commit):
             return
-        event.listen(engine, "begin", _on_begin)
-        event.listen(engine, "before_cursor_execute", _on_execute)
+        self._primary = engine
+        event.listen(engine, "begin", forget_write)
+        event.listen(engine, "before_cursor_execute", note_write)
         event.listen(engine, "commit", self._on_commit)
 
     def _on_commit(self, connection: Connection) -> None:
-        if connection.info.pop(_WROTE, False):
+        if took_write(connection):
             self._pending.set(True)
 
     def note_commit(self, engine: sa.Engine) -> Position | None:
@@ -419,11 +380,7 @@ class Replicas:
             return None
         self._pending.set(False)
         try:
-            with engine.connect() as connection:
-                text = connection.execution_options(isolation_level="AUTOCOMMIT").scalar(
-                    sa.text(_POSITION_SQL)
-                )
-            position = parse_lsn(str(text))
+            position = read_position(engine)
         except Exception:
             logger.warning(
                 "flask-uow: could not read the primary's WAL position after a commit; reads in "
@@ -433,6 +390,19 @@ class Replicas:
             position = UNKNOWN_POSITION
         self.note_position(position)
         return position
+
+    def note_outcome_unknown(self, engine: sa.Engine) -> None:
+        """After an outermost unit's COMMIT on the primary ``engine`` got no answer.
+
+        The write may have landed at a position nobody read: if the transaction wrote, the
+        causal position becomes unknown, so later reads of this scope run on the primary
+        (and ``token()`` reads the primary's position now), the same as after a commit whose
+        position could not be read. Sends nothing; never raises.
+        """
+        if not self._pending.get():
+            return
+        self._pending.set(False)
+        self.note_position(UNKNOWN_POSITION)
 
     def note_position(self, position: Position | None) -> None:
         """Raise the current causal position to ``position`` (never lowers it).
@@ -451,9 +421,21 @@ class Replicas:
         return self._position.get()
 
     def token(self) -> str:
-        """An opaque string for the current causal position (see ``parse_token``)."""
+        """An opaque string for the current causal position (see ``parse_token``).
+
+        An unknown position (a commit whose position could not be read, or whose outcome is
+        unknown) is read from the primary now, one round trip: whatever committed is at or
+        before its current position, which becomes this scope's. If the primary cannot
+        answer, the token still says "unknown", and a unit given it reads the primary.
+        """
         position = self._position.get()
-        return make_token(None if position == UNKNOWN_POSITION else position)
+        if position == UNKNOWN_POSITION and self._primary is not None:
+            try:
+                position = read_position(self._primary)
+            except Exception:
+                return make_token(UNKNOWN_POSITION)
+            self.note_position(position)
+        return make_token(position)
 
     @contextmanager
     def causal_scope(self, position: Position | None) -> Iterator[None]:
@@ -478,30 +460,14 @@ class Replicas:
     def stats(self) -> ReplicaStats:
         """A snapshot of the routing counters."""
         with self._lock:
+            health = self._health
             return ReplicaStats(
-                self._reads, self._fallbacks, self._waits, self._probes, self._downs
+                self._reads, self._fallbacks, self._waits, health.probes, health.downs
             )
 
     def statuses(self) -> list[ReplicaStatus]:
         """Ask every replica now (one connection each) whether it is reachable and its lag."""
-        found = []
-        for replica in self.replicas:
-            try:
-                with replica.variants.engine.connect() as connection:
-                    row = connection.execute(sa.text(_PROBE_SQL)).one()
-            except sa.exc.DBAPIError as error:
-                message = str(error.orig or error).strip().splitlines()[0]
-                found.append(ReplicaStatus(replica.url, False, message, None, None))
-                continue
-            replayed, received, seconds, in_recovery, streaming = row
-            if not in_recovery:
-                found.append(
-                    ReplicaStatus(replica.url, True, "not a standby (not in recovery)", None, None)
-                )
-                continue
-            lag = _measured_lag(received, replayed, seconds, streaming)
-            found.append(ReplicaStatus(replica.url, True, None, replayed, lag))
-        return found
+        return replica_statuses(self.replicas)
 
     def dispose(self) -> None:
         """Close the pooled connections of every replica engine."""
@@ -509,43 +475,9 @@ class Replicas:
             replica.variants.engine.dispose()
 
 
-def _on_begin(connection: Connection) -> None:
-    connection.info.pop(_WROTE, None)
+def _seen_on_begin(replica: Replica) -> Callable[[Connection], None]:
+    def seen(connection: Connection) -> None:
+        # The server has replayed at least what it reported last (never less later on).
+        connection.info[_SEEN] = replica.replayed
 
-
-def _on_execute(
-    connection: Connection,
-    cursor: Any,
-    statement: str,
-    parameters: Any,
-    context: Any,
-    executemany: bool,
-) -> None:
-    info = connection.info
-    if _WROTE in info:
-        return
-    if context is not None and not context.is_text:  # a compiled Core or ORM statement
-        wrote = context.isinsert or context.isupdate or context.isdelete or context.isddl
-    else:  # sa.text() or exec_driver_sql(): only the SQL says what it does
-        wrote = not statement.lstrip()[:7].upper().startswith(_READ_PREFIXES)
-    if wrote:
-        info[_WROTE] = True
-
-
-def _refuse_dead_connection(
-    dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
-) -> None:
-    # An idle connection has nothing to read; if its socket is readable, the server sent a
-    # termination notice or closed it. One poll() call, no round trip: the pool then
-    # replaces the connection, or fails at checkout if the replica is down.
-    fileno = getattr(dbapi_connection, "fileno", None)
-    if fileno is None:
-        return
-    try:
-        poller = select.poll()
-        poller.register(fileno(), select.POLLIN)
-        readable = bool(poller.poll(0))
-    except Exception:
-        readable = True
-    if readable:
-        raise sa.exc.DisconnectionError("the replica closed this pooled connection")
+    return seen

@@ -10,6 +10,8 @@ imports a framework.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 from ._errors import UnitOfWorkWarning
 from ._hooks import logger
@@ -55,6 +57,26 @@ async def abandon_async(leaked: list[UnitOfWork], advice: str) -> None:
             warn_leaked(unit, advice)
 
 
+def run_without_units(
+    runtime: Runtime, func: Callable[..., Any], *args: Any, **kwargs: Any
+) -> Any:
+    """Call ``func`` in this thread with no unit active (those of the context it was copied
+    from belong to another thread): the units it opens are its own, and one it leaves open
+    is rolled back, with a warning, when it returns or raises."""
+    token = runtime.units.set(())
+    try:
+        return func(*args, **kwargs)
+    finally:
+        abandon(live_units(runtime), _SYNC_ADVICE)
+        runtime.units.reset(token)
+
+
+_SYNC_ADVICE = (
+    "End units with 'with db.unit_of_work():' or '@db.transactional' so that they close on "
+    "every path."
+)
+
+
 def warn_leaked(unit: UnitOfWork, advice: str) -> None:
     """Say that ``unit`` was rolled back because its request or app context ended with it open."""
     warnings.warn(
@@ -65,7 +87,7 @@ def warn_leaked(unit: UnitOfWork, advice: str) -> None:
     )
 
 
-def roll_back_on_error(unit: UnitOfWork | None) -> None:
+def flag_rollback_on_error(unit: UnitOfWork | None) -> None:
     """An exception reached the app's error handlers: the request's unit will roll back,
     whatever status the handler answers."""
     if unit is not None and unit.state is STATE_ACTIVE:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from threading import get_ident
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.engine import Connection
@@ -26,8 +27,9 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
-class Isolation:
-    """A connection that every outermost unit of one thread runs on (see ``flask_uow.testing``)."""
+class PinnedConnection:
+    """The connection every outermost unit runs on while ``flask_uow.testing.isolated()`` is
+    active, and the thread allowed to use it (units of other threads are refused)."""
 
     connection: Connection
     thread: int
@@ -122,8 +124,9 @@ class Runtime:
         self.scope: Callable[[], object | None] | None = None
         """The integration's ``current_scope``, called as each unit is entered, so that its
         safety net can end the units a scope leaked."""
-        self.isolation: Isolation | None = None
-        """Set by ``flask_uow.testing.isolated()``: every thread sees it."""
+        self.isolation: PinnedConnection | None = None
+        """The connection of ``flask_uow.testing.isolated()``: every thread sees it (see
+        ``pin()``)."""
         self.observers: tuple[UnitObserver, ...] = ()
         """Told of every unit's entry, end and retry; see ``observe()``."""
         self.replicas: Replicas | None = None
@@ -172,6 +175,15 @@ class Runtime:
         if self.default_async_engines is None:
             raise RuntimeError("This Database serves no async units.")
         return self.default_async_engines()
+
+    def pin(self, connection: Connection, async_connection: Any = None) -> None:
+        """Run every outermost unit on ``connection`` (its SAVEPOINTs) until ``unpin()``;
+        only this thread's units may: those of other threads are refused."""
+        self.isolation = PinnedConnection(connection, get_ident(), async_connection)
+
+    def unpin(self) -> None:
+        """Units open their own connections again."""
+        self.isolation = None
 
     def attach(self, integration: Integration) -> None:
         """Let ``integration`` provide engines and scopes to this Database's units."""

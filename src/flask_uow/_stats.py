@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import itertools
 from dataclasses import dataclass
 
 from ._lifecycle import OUTCOME_COMMITTED, OUTCOME_READ_ONLY, OUTCOME_UNKNOWN, Outcome
@@ -46,58 +46,55 @@ class UnitStats:
 
 
 class Counters:
-    """Mutable counters behind ``Database.stats``."""
+    """Mutable counters behind ``Database.stats``, updated without a lock.
+
+    Each count is an ``itertools.count``: ``next()`` on it is one C call, atomic under the
+    GIL, so a unit counts itself without a Python call or a lock. ``started`` counts entries;
+    ``ended[outcome]`` is the count an outermost unit that ended with ``outcome`` advances.
+    """
 
     __slots__ = (
-        "_lock",
         "started",
         "committed",
         "rolled_back",
         "retried",
         "read_only",
         "outcome_unknown",
+        "ended",
     )
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.started = 0
-        self.committed = 0
-        self.rolled_back = 0
-        self.retried = 0
-        self.read_only = 0
-        self.outcome_unknown = 0
-
-    def count_start(self) -> None:
-        with self._lock:
-            self.started += 1
-
-    def count_end(self, outcome: Outcome) -> None:
-        """Count an outermost unit that ended with ``outcome``."""
-        with self._lock:
-            if outcome is OUTCOME_COMMITTED:
-                self.committed += 1
-            elif outcome is OUTCOME_READ_ONLY:
-                self.read_only += 1
-            elif outcome is OUTCOME_UNKNOWN:
-                self.outcome_unknown += 1
-            else:
-                self.rolled_back += 1
-
-    def count_rolled_back(self) -> None:
-        with self._lock:
-            self.rolled_back += 1
-
-    def count_retry(self) -> None:
-        with self._lock:
-            self.retried += 1
+        self.started = itertools.count()
+        self.committed = itertools.count()
+        self.rolled_back = itertools.count()
+        self.retried = itertools.count()
+        self.read_only = itertools.count()
+        self.outcome_unknown = itertools.count()
+        self.ended: dict[Outcome, itertools.count[int]] = {
+            outcome: self.rolled_back for outcome in Outcome
+        }
+        """The count each outcome of an outermost unit advances (every other: rolled back)."""
+        self.ended[OUTCOME_COMMITTED] = self.committed
+        self.ended[OUTCOME_READ_ONLY] = self.read_only
+        self.ended[OUTCOME_UNKNOWN] = self.outcome_unknown
 
     def snapshot(self) -> UnitStats:
-        with self._lock:
-            return UnitStats(
-                self.started,
-                self.committed,
-                self.rolled_back,
-                self.retried,
-                self.read_only,
-                self.outcome_unknown,
-            )
+        """The counts now. Ended units are read before started ones: a unit that starts and
+        ends meanwhile then counts as started only, never ``active`` below zero."""
+        committed = _value(self.committed)
+        rolled_back = _value(self.rolled_back)
+        read_only = _value(self.read_only)
+        outcome_unknown = _value(self.outcome_unknown)
+        return UnitStats(
+            _value(self.started),
+            committed,
+            rolled_back,
+            _value(self.retried),
+            read_only,
+            outcome_unknown,
+        )
+
+
+def _value(count: itertools.count[int]) -> int:
+    """The next number ``count`` gives, without taking it: ``repr`` says ``count(7)``."""
+    return int(repr(count)[6:-1])

@@ -5,7 +5,8 @@ them; listeners on that variant only (never on the engine every other unit uses)
 them with the transaction:
 
 - PostgreSQL: ``set_config(..., true)`` (``SET LOCAL``) on the cursor of the
-  transaction's first statement, after BEGIN; the server forgets it when the
+  transaction's first statement, after BEGIN (on a cursor of its own when that statement
+  streams through a server-side cursor); the server forgets it when the
   transaction ends. One extra statement per unit, only for units with timeouts.
 - MariaDB / MySQL: each statement is sent as ``SET STATEMENT innodb_lock_wait_timeout=..,
   max_statement_time=.. FOR ...``: nothing is left on the connection, nothing to reset.
@@ -20,6 +21,7 @@ and raises ``UnitTimeout``, with the driver's error as ``__cause__``.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import weakref
 from dataclasses import dataclass
@@ -61,9 +63,7 @@ def to_seconds(value: Seconds | None, name: str) -> float | None:
     elif isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     else:
-        raise TypeError(
-            f"{name} takes seconds (a number) or a datetime.timedelta, got {value!r}."
-        )
+        raise TypeError(f"{name} takes seconds (a number) or a datetime.timedelta, got {value!r}.")
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(
             f"{name} must be a positive number of seconds (0 for no timeout), got {value!r}."
@@ -161,9 +161,29 @@ def _show(seconds: float) -> str:
     return f"{seconds * 1000:g} ms" if seconds < 1 else f"{seconds:g} s"
 
 
+_NOWAIT = re.compile(r"\bNOWAIT\b", re.IGNORECASE)
+
+
+def is_nowait(error: BaseException) -> bool:
+    """True when ``error`` is a lock that ``NOWAIT`` found taken, which is not a timeout.
+
+    PostgreSQL says so itself (55P03 "could not obtain lock", where a lock timeout says
+    "canceling statement due to lock timeout"); MariaDB reports a lock wait timeout (1205),
+    so there the failed statement's ``NOWAIT`` tells. Such a unit waited for nothing, and
+    running it again would only ask the same question: it is raised unchanged, never retried.
+    """
+    if not isinstance(error, DBAPIError):
+        return False
+    original = error.orig
+    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if sqlstate == "55P03" and "lock timeout" not in str(original):
+        return True
+    return bool(error.statement and _NOWAIT.search(error.statement))
+
+
 def timeout_kind(error: BaseException) -> str | None:
     """``"lock"`` or ``"statement"`` when a driver error says such a timeout expired."""
-    if not isinstance(error, DBAPIError):
+    if not isinstance(error, DBAPIError) or is_nowait(error):
         return None
     original = error.orig
     sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
@@ -203,6 +223,8 @@ def engine_with(engine: sa.Engine, timeouts: Timeouts) -> sa.Engine:
 
 def _make_variant(engine: sa.Engine, timeouts: Timeouts) -> sa.Engine:
     variant = engine.execution_options(**{TIMEOUTS_OPTION: timeouts})
+    # A variant's own connection class (psycopg's transaction modes) is not inherited.
+    variant._connection_cls = engine._connection_cls
     name = engine.dialect.name
     if name == "postgresql":
         settings = []
@@ -256,7 +278,16 @@ def _postgresql_sender(statement: str) -> Any:
         if sql[:15].upper() == "SET TRANSACTION":
             return
         if connection.info.pop(_PENDING, False):
-            cursor.execute(statement)
+            if getattr(cursor, "name", None) is None:
+                cursor.execute(statement)
+                return
+            # A streamed statement's cursor is a named server-side one, on which the
+            # settings would only be DECLAREd, never run: send them on a cursor of their own.
+            own = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                own.execute(statement)
+            finally:
+                own.close()
 
     return send
 

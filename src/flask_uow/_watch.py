@@ -194,7 +194,12 @@ class Watcher:
         return self._traces.get(unit.root)
 
     def _before(
-        self, conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
+        self,
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
         executemany: bool,
     ) -> None:
         trace = self._trace()
@@ -208,7 +213,12 @@ class Watcher:
         trace._started = now
 
     def _after(
-        self, conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
+        self,
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
         executemany: bool,
     ) -> None:
         trace = self._trace()

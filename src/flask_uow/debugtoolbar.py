@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app, g, has_request_context
 from flask_debugtoolbar.panels import DebugPanel
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
-from ._flask import EXTENSION_KEY
+from ._frameworks import EXTENSION_KEY
 from ._lifecycle import UnitKind
 from ._watch import UnitTrace, watcher_for
 
@@ -112,6 +112,7 @@ class UnitsPanel(DebugPanel):
     has_content = True
 
     def process_request(self, request: Request) -> None:
+        """Start recording the units this request opens; opens no unit itself."""
         db = current_app.extensions.get(EXTENSION_KEY)
         if db is not None:
             _recorder(db)
@@ -119,27 +120,33 @@ class UnitsPanel(DebugPanel):
         g.pop(_STARTED, None)
 
     def process_response(self, request: Request, response: Response) -> None:
+        """Keep the request's unit records for the panel; its units have ended by now."""
         self.records: list[UnitRecord] = list(g.get(_RECORDS, []))
 
     def _records(self) -> list[UnitRecord]:
         return getattr(self, "records", [])
 
     def nav_title(self) -> str:
+        """The panel's name in the toolbar."""
         return "Units of work"
 
     def nav_subtitle(self) -> str:
+        """How many transactions the request ran, and how long they sat idle."""
         records = self._records()
         outermost = [record for record in records if record.kind == "outermost"]
         idle = sum(record.idle_ms or 0 for record in outermost)
         return f"{len(outermost)} transactions, {idle:.1f} ms idle"
 
     def title(self) -> str:
+        """The panel's heading."""
         return "Units of work"
 
     def url(self) -> str:
+        """No page of its own: the panel shows its content inline."""
         return ""
 
     def content(self) -> str:
+        """An HTML table of the request's units: outcome, duration, statements, idle time."""
         records = self._records()
         if not records:
             return str(Markup("<p>No unit of work ran a transaction in this request.</p>"))
@@ -184,4 +191,4 @@ def _ms(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
-__all__ = ["UnitsPanel", "UnitRecord", "escape"]
+__all__ = ["UnitsPanel", "UnitRecord"]

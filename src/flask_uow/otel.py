@@ -54,7 +54,20 @@ _ALWAYS_ERROR = frozenset({Outcome.DOOMED, Outcome.OUTCOME_UNKNOWN})
 _TRACED = frozenset({UnitKind.OUTERMOST, UnitKind.SAVEPOINT})
 
 SECONDS_BUCKETS = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 ]
 """Histogram boundaries (seconds) suggested to the SDK: from half a millisecond to 10 s."""
 
@@ -82,24 +95,25 @@ class OpenTelemetryConsumer:
             unit="s",
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
             description="Time from entering an outermost "
-            "unit of work to its end (COMMIT or ROLLBACK done, session closed)."
+            "unit of work to its end (COMMIT or ROLLBACK done, session closed).",
         )
         self.hold_time = meter.create_histogram(
             "flask_uow.connection.hold_time",
             unit="s",
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
             description="Time an outermost unit "
-            "held a database connection, from its first statement to its end."
+            "held a database connection, from its first statement to its end.",
         )
         self.idle_time = meter.create_histogram(
             "flask_uow.connection.idle_time",
             unit="s",
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
             description="Time an outermost unit "
-            "held its connection in a transaction with no statement running."
+            "held its connection in a transaction with no statement running.",
         )
         self.retries = meter.create_counter(
-            "flask_uow.retries", unit="{retry}",
+            "flask_uow.retries",
+            unit="{retry}",
             description="Units run again by @db.transactional(retries=...) after a transient "
             "error.",
         )
@@ -188,8 +202,10 @@ class OpenTelemetryConsumer:
                 if unit.will_retry(error):
                     span.add_event(
                         "flask_uow.retry",
-                        {"flask_uow.next_attempt": unit.attempt + 1,
-                         "exception.type": type(error).__name__},
+                        {
+                            "flask_uow.next_attempt": unit.attempt + 1,
+                            "exception.type": type(error).__name__,
+                        },
                     )
                 span.set_status(StatusCode.ERROR, f"{outcome.value}: {type(error).__name__}")
             elif outcome in _ALWAYS_ERROR:

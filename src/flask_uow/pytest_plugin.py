@@ -51,10 +51,10 @@ or define one of these fixtures in conftest.py:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """Declare the ini options naming the Database and app that the fixtures isolate."""
     parser.addini(
         DATABASE_OPTION,
-        "flask-uow: import path of the Database that isolated_db isolates, "
-        "like 'myapp.models:db'.",
+        "flask-uow: import path of the Database that isolated_db isolates, like 'myapp.models:db'.",
         default="",
     )
     parser.addini(
@@ -85,17 +85,18 @@ def _uow_configured_app(pytestconfig: pytest.Config) -> Flask | None:
     path = pytestconfig.getini(APP_OPTION)
     if not path:
         return None
-    from flask import Flask
+    from ._frameworks import framework_of
 
     target = _import(path, APP_OPTION)
-    app = target if isinstance(target, Flask) else target() if callable(target) else None
-    if not isinstance(app, Flask):
+    is_app = framework_of(target) == "flask"
+    app = target if is_app else target() if callable(target) else None
+    if framework_of(app) != "flask":
         pytest.fail(
             f"{APP_OPTION} = {path!r} is neither a Flask app nor a factory returning one "
             f"(got {app!r}).",
             pytrace=False,
         )
-    return app
+    return app  # type: ignore[return-value]
 
 
 @pytest.fixture
@@ -129,7 +130,7 @@ def uow_database(pytestconfig: pytest.Config, uow_app: Flask | None) -> Database
             )
         return target
     if uow_app is not None:
-        from ._flask import EXTENSION_KEY  # only with an app: the core runs without Flask
+        from ._frameworks import EXTENSION_KEY
 
         registered = uow_app.extensions.get(EXTENSION_KEY)
         if not isinstance(registered, Database):

@@ -19,7 +19,6 @@ from sqlalchemy.orm import SessionTransaction
 
 from ._database import Database
 from ._errors import UnitOfWorkError
-from ._runtime import Isolation
 from ._session import UnitSession
 from ._unit import UnitOfWork, live_units
 
@@ -67,7 +66,7 @@ def isolated(db: Database) -> Iterator[Connection]:
         deferred = _DeferredConstraintCheck.install(connection)
         # Every thread sees the isolation: units in other threads find it and refuse to
         # run, instead of writing to the database for real.
-        db.runtime.isolation = Isolation(connection, get_ident())
+        db.runtime.pin(connection)
         try:
             yield connection
         except BaseException:
@@ -76,7 +75,7 @@ def isolated(db: Database) -> Iterator[Connection]:
         else:
             leaked = _end_leaked_units(db)
         finally:
-            db.runtime.isolation = None
+            db.runtime.unpin()
             if deferred is not None:
                 deferred.remove()
             if outer.is_active:
@@ -110,7 +109,7 @@ async def isolated_async(db: Database) -> AsyncIterator[Connection]:
         outer = await connection.begin()
         sync_connection = connection.sync_connection
         assert sync_connection is not None
-        db.runtime.isolation = Isolation(sync_connection, get_ident(), async_connection=connection)
+        db.runtime.pin(sync_connection, async_connection=connection)
         try:
             yield sync_connection
         except BaseException:
@@ -119,7 +118,7 @@ async def isolated_async(db: Database) -> AsyncIterator[Connection]:
         else:
             leaked = await _end_leaked_units_async(db)
         finally:
-            db.runtime.isolation = None
+            db.runtime.unpin()
             if outer.is_active:
                 await outer.rollback()
     finally:

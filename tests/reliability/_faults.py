@@ -362,6 +362,27 @@ def open_transactions(
         engine.dispose()
 
 
+def lasting_open_transactions(
+    admin_url: str | URL,
+    *,
+    database: str,
+    application_name: str | None = None,
+    seconds: float = 10.0,
+) -> int:
+    """``open_transactions`` once the app's background work has had ``seconds`` to finish.
+
+    The ledger delivers its outbox messages after COMMIT on a thread of each server process,
+    in short transactions of their own; one may be open at the moment the load ends. A
+    transaction a request leaked stays open, and is counted after the wait.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        found = open_transactions(admin_url, database=database, application_name=application_name)
+        if found == 0 or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.2)
+
+
 def checked_out(engine: sa.Engine) -> int:
     """Connections of the engine's pool that are checked out right now."""
     pool = engine.pool

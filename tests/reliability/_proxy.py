@@ -3,8 +3,10 @@
 The server behind it keeps running for everyone else; only the app that connects through
 the proxy loses it. ``cut()`` drops every connection and refuses new ones (a server that is
 down), ``stall()`` drops them and accepts new ones without ever answering (a network that
-swallows packets: only a client-side connect timeout ends the wait), ``restore()`` forwards
-again on the same port.
+swallows packets: only a client-side connect timeout ends the wait), ``freeze()`` keeps
+every connection open and forwards nothing more on any of them (a server that stopped
+answering: only a client-side deadline ends the wait), ``restore()`` forwards again on the
+same port.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import socket
 import threading
 from types import TracebackType
 
-OPEN, REFUSING, STALLING = "open", "refusing", "stalling"
+OPEN, REFUSING, STALLING, FROZEN = "open", "refusing", "stalling", "frozen"
 
 
 class TcpProxy:
@@ -56,10 +58,17 @@ class TcpProxy:
         self._drop_all()
         self._listen()
 
+    def freeze(self) -> None:
+        """Keep every connection open, but forward nothing on them, nor on new ones."""
+        with self._lock:
+            self.mode = FROZEN
+
     def restore(self) -> None:
         """Forward new connections to the server again, on the same port."""
         with self._lock:
-            self.mode = OPEN
+            was_frozen, self.mode = self.mode == FROZEN, OPEN
+        if was_frozen:  # what they sent was swallowed: their conversations cannot go on
+            self._drop_all()
         self._drop_stalled()
         self._listen()
 
@@ -93,7 +102,11 @@ class TcpProxy:
                 return
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(("127.0.0.1", self.port))
+            try:
+                listener.bind(("127.0.0.1", self.port))
+            except OSError:
+                listener.close()
+                raise
             listener.listen(128)
             listener.settimeout(0.1)
             self.port = listener.getsockname()[1]
@@ -122,7 +135,7 @@ class TcpProxy:
             with self._lock:
                 self.connections += 1
                 self._sockets.add(client)
-                if self.mode == STALLING:
+                if self.mode in (STALLING, FROZEN):
                     self._stalled.add(client)
                     continue
             try:
@@ -142,7 +155,8 @@ class TcpProxy:
                 data = source.recv(65536)
                 if not data:
                     break
-                target.sendall(data)
+                if self.mode != FROZEN:
+                    target.sendall(data)
         except OSError:
             pass
         finally:

@@ -24,7 +24,7 @@ from flask import Flask
 from ledger.app import create_app
 from ledger.database import db
 from ledger.models import Base
-from ledger.notifications import outbox
+from ledger.services.notifications import outbox
 
 from ._faults import admin_engine
 from ._scale import FIGURES_ENV, MODE
@@ -107,7 +107,8 @@ LedgerFactory = Callable[..., Flask]
 def ledger_app() -> Iterator[LedgerFactory]:
     """Build ledger apps with fresh tables: ``ledger_app(url, engine_options={...})``.
 
-    Tables are dropped and every engine disposed at the end; the outbox is cleared.
+    Tables are dropped and every engine disposed at the end; the outbox is cleared. The first
+    ``dispose`` also ends the outbox's in-process thread, before the tables go.
     """
     apps: list[tuple[Flask, str | None]] = []
 

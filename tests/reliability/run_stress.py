@@ -1,6 +1,7 @@
 """``make stress``: the reliability suite at full size on every backend, then RELIABILITY.md.
 
-Runs ``pytest tests/reliability`` with ``FLASK_UOW_STRESS=1`` (full counts) and the server
+Runs ``pytest tests/reliability`` and the stateful models (``MODELS``) with
+``FLASK_UOW_STRESS=1`` (full counts, many more examples) and the server
 URLs (``TEST_POSTGRESQL_URL``, ``TEST_MARIADB_URL``; the local servers by default), collects the
 figures each test writes, and writes them to ``RELIABILITY.md`` at the repository root with
 the versions of everything involved and the exact command. Extra arguments go to pytest.
@@ -32,6 +33,12 @@ SERVERS = {
     "TEST_POSTGRESQL_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
     "TEST_MARIADB_URL": "mysql+pymysql://root@127.0.0.1:3306/test",
 }
+MODELS = (
+    "tests/test_stateful.py",
+    "tests/test_stateful_faults.py",
+    "tests/test_stateful_replicas.py",
+)
+"""The Hypothesis models of units, which ``make test`` runs with few examples."""
 PACKAGES = (
     "flask-uow",
     "SQLAlchemy",
@@ -61,8 +68,10 @@ SECTIONS = {
         "connections are killed from outside, another connection holds row locks (SQLite: the "
         "write lock) longer than the units' lock_timeout, transfers at REPEATABLE READ or "
         "SERIALIZABLE conflict, and tasks are cancelled mid-statement, mid-COMMIT, at random "
-        "or by asyncio.timeout. The outcome of each transfer's last unit decides whether it "
-        "is stored (unknown ones are resent with their idempotency key); afterwards the money "
+        "or by asyncio.timeout; in processes of their own, asyncio.run() returns, or a real "
+        "SIGINT stops it, while a COMMIT's answer is held back. The outcome of each "
+        "transfer's last unit decides whether it is stored (unknown ones are resent with "
+        "their idempotency key); afterwards the money "
         "is all there, balances match the stored transfers, each unit's hooks match its "
         "outcome, and nothing is left checked out, idle in a transaction or to the garbage "
         "collector.",
@@ -123,6 +132,7 @@ def main(pytest_args: list[str]) -> int:
         "-m",
         "pytest",
         "tests/reliability",
+        *MODELS,
         "-p",
         "no:cacheprovider",
         "-rfEsxX",
@@ -261,8 +271,9 @@ def render(
         "# Reliability report",
         "",
         "Written by `make stress` (`tests/reliability/run_stress.py`): the reliability suite of",
-        "`tests/reliability/` at full size (`FLASK_UOW_STRESS=1`) on every backend. `make test`",
-        "runs the same tests in quick mode. Do not edit by hand; run `make stress` again.",
+        "`tests/reliability/` and the stateful models (`tests/test_stateful*.py`) at full size",
+        "(`FLASK_UOW_STRESS=1`) on every backend. `make test` runs the same tests in quick mode.",
+        "Do not edit by hand; run `make stress` again.",
         "",
         f"- Run: {started:%Y-%m-%d %H:%M} UTC, {seconds / 60:.1f} minutes, "
         f"pytest exit status {status} ({summary or 'no results'})",

@@ -12,17 +12,22 @@ Faults, all at once:
     under ``innodb_snapshot_isolation``, or deadlocks at SERIALIZABLE);
 (d) tasks are cancelled: in the middle of a statement, while COMMIT is under way, at a
     random moment, or by ``asyncio.timeout``; and an application error is raised after the
-    writes, in the unit or in a savepoint of it.
+    writes, in the unit or in a savepoint of it;
+(e) in processes of their own, transfers run under ``asyncio.run()`` while COMMIT's answer is
+    held back, and the loop is really stopped once a COMMIT has landed: ``asyncio.run()``
+    returns (its shutdown cancels the task awaiting COMMIT's answer), or a real SIGINT
+    interrupts it (``_bank_interrupts.py``). Their outcome is unknown: resolved as below.
 
 Each transfer runs in its own task, through ``@db.transactional(retries=...)``, an ``async
 with db.unit_of_work()`` block, or a SAVEPOINT inside a decorated unit. Its truth is the
 outcome of the last unit it ran in (``uow.outcome``): a cancellation that arrives while COMMIT
 is under way lets the COMMIT finish, so the outcome says whether the transfer is stored. Only
-a connection lost during COMMIT leaves it unknown (``CommitOutcomeUnknown``): those transfers
-are resent with their idempotency key afterwards. Then the money must be all there, every
-account's balance must be what its stored transfers make it, exactly the committed transfers
-must be stored, each unit's hooks must match its outcome, and nothing may be left checked out,
-idle in a transaction, or for the garbage collector.
+a connection lost during COMMIT, or a loop stopped while COMMIT's answer is awaited, leaves it
+unknown (``CommitOutcomeUnknown``, ``Outcome.OUTCOME_UNKNOWN``): those transfers are resent
+with their idempotency key afterwards, which finds them stored or applies them. Then the money
+must be all there, every account's balance must be what its stored transfers make it, exactly
+the committed transfers must be stored, each unit's hooks must match its outcome, and nothing
+may be left checked out, idle in a transaction, or for the garbage collector.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import ExitStack
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -56,6 +61,7 @@ from flask_uow import (
     UnitTimeout,
 )
 
+from ._bank_interrupts import MODES, run_episode
 from ._faults import (
     ConnectionKiller,
     ErrorTally,
@@ -66,7 +72,7 @@ from ._faults import (
     open_transactions,
     sqlite_path,
 )
-from ._scale import scaled_seconds
+from ._scale import scaled, scaled_seconds
 from .conftest import LogRecorder, Target
 
 pytestmark = pytest.mark.anyio
@@ -78,7 +84,11 @@ RETRIES = 6
 LOAD_SECONDS = scaled_seconds(3, 120)
 CANCEL_SHARE = 0.3
 """Of the transfers, those cancelled on purpose (at one of ``CANCEL_POINTS``)."""
-CANCEL_POINTS = ("query", "commit", "soon", "timeout")
+CANCEL_POINTS = ("query", "commit", "soon", "timeout", "shutdown")
+EPISODE_OPS = 3
+"""Transfers in each process whose loop is stopped at COMMIT (fault (e))."""
+MAX_EPISODES = scaled(6, 60)
+"""Such processes at most; one of each kind at least, more while the load runs (full mode)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +155,9 @@ class Op:
     """Raise ``InjectedFault`` after the writes."""
     cancel: str | None
     """query: cancel the task at its ``cancel_at``-th statement; commit: while COMMIT is under
-    way; soon: ``cancel_at`` seconds after it starts; timeout: ``asyncio.timeout(cancel_at)``."""
+    way; soon: ``cancel_at`` seconds after it starts; timeout: ``asyncio.timeout(cancel_at)``;
+    shutdown: cancel the task that sends COMMIT, as ``asyncio.run()`` shutting down (or a
+    SIGINT stopping the loop) does, once COMMIT is on its way: the outcome is unknown."""
     cancel_at: float
     source: int
     target: int
@@ -348,6 +360,14 @@ class Bank:
             run = CURRENT.get()
             if run is not None and run.op.cancel == "commit":
                 self.cancel(run, "commit")
+            elif run is not None and run.op.cancel == "shutdown" and run.cancelled_at is None:
+                # The task running the unit's end, not the caller's: the loop's shutdown
+                # cancels every task. The driver sends COMMIT, then awaits its answer and
+                # gets the cancellation there.
+                run.cancelled_at = "shutdown"
+                task = asyncio.current_task()
+                assert task is not None and task is not run.task
+                task.cancel()
 
         event.listen(engine, "before_cursor_execute", before_statement)
         event.listen(engine, "commit", before_commit)
@@ -462,8 +482,39 @@ async def test_async_bank_balances_to_the_cent_under_faults_and_cancellations(
                             return
                         await bank.run(op)
 
+                episodes: list[tuple[str, dict[str, Any]]] = []
+
+                async def stop_loops_at_commit() -> None:
+                    """Fault (e): one process at a time, until each kind stopped a COMMIT."""
+                    plan = plan_ops(random.Random(1_000), 1_000, levels)
+                    while len(episodes) < MAX_EPISODES:
+                        stopped = {mode for mode, report in episodes if _stopped(report)}
+                        if time.monotonic() > deadline and stopped == set(MODES):
+                            return
+                        mode = MODES[len(episodes) % len(MODES)]
+                        ops = [
+                            replace(next(plan), fault=False, cancel=None)
+                            for _ in range(EPISODE_OPS)
+                        ]
+                        # Out of the killer's reach (another application_name; on MariaDB,
+                        # another user): a killed connection would end it before COMMIT.
+                        # Without MariaDB's init_command, which the driver ends with a COMMIT
+                        # of its own when it connects (the proxy would hold that one).
+                        options = engine_options(target, f"{application_name}_s")
+                        options.get("connect_args", {}).pop("init_command", None)
+                        spec = {
+                            "mode": mode,
+                            "ops": [asdict(op) for op in ops],
+                            "url": target.admin_url if target.backend == "mariadb" else target.url,
+                            "backend": target.backend,
+                            "engine_options": options,
+                            "levels": levels,
+                            "lock_timeout": profile.lock_timeout,
+                        }
+                        episodes.append((mode, await run_episode(spec)))
+
                 async with asyncio.timeout(LOAD_SECONDS + 120):  # a hung unit fails the test
-                    await asyncio.gather(*(worker(n) for n in range(TASKS)))
+                    await asyncio.gather(stop_loops_at_commit(), *(worker(n) for n in range(TASKS)))
                 load_seconds = time.monotonic() - started
                 faults.close()  # stop the injectors before looking at the results
                 after = db.stats
@@ -500,6 +551,25 @@ async def test_async_bank_balances_to_the_cent_under_faults_and_cancellations(
                         run.status = "committed"
                     else:
                         run.status = "not committed"
+                remote: list[tuple[str, Run, dict[str, Any]]] = []
+                for mode, report in episodes:
+                    for done in report["runs"]:
+                        run = Run(Op(**done["op"]), cancelled_at=mode, raised=done["raised"])
+                        run.result, run.wrote = done["result"], done["wrote"]
+                        last = done["outcomes"][-1] if done["outcomes"] else None
+                        if last == Outcome.OUTCOME_UNKNOWN.value:
+                            resent = await bank.run(replace(run.op, fault=False, cancel=None))
+                            run.resolution = {
+                                "replayed": "was committed",
+                                "applied": "applied on resend",
+                            }.get(str(resent.result), f"resend raised {resent.raised}")
+                            run.status = "committed" if resent.result else "not committed"
+                            resolutions[f"{mode}: {run.resolution}"] += 1
+                        elif last == Outcome.COMMITTED.value and run.wrote:
+                            run.status = "committed"
+                        else:
+                            run.status = "not committed"
+                        remote.append((mode, run, done))
     finally:
         await db.dispose_async()
         # aiosqlite runs each connection in a thread of its own; one that SQLAlchemy dropped
@@ -525,7 +595,11 @@ async def test_async_bank_balances_to_the_cent_under_faults_and_cancellations(
     metadata.drop_all(books)
     books.dispose()
 
-    committed = {run.op.key: run for run in runs if run.status == "committed"}
+    committed = {
+        run.op.key: run
+        for run in [*runs, *(run for _, run, _ in remote)]
+        if run.status == "committed"
+    }
     cancelled_in_commit = [
         run for run in runs if run.cancelled_at == "commit" and run.raised == "CancelledError"
     ]
@@ -555,6 +629,8 @@ async def test_async_bank_balances_to_the_cent_under_faults_and_cancellations(
             "cancelled": _count(str(run.cancelled_at) for run in runs if run.cancelled_at),
             "timed_out": sum(run.raised == "TimeoutError" for run in runs),
             "exception_after_write": sum(run.op.fault for run in runs),
+            "loop_stopped_processes": _count(mode for mode, _ in episodes),
+            "loop_stopped_at_commit": _count(mode for mode, _, done in remote if _unknown(done)),
         },
         cancelled_during_commit=len(cancelled_in_commit),
         cancelled_during_commit_and_committed=len(committed_despite_cancellation),
@@ -574,6 +650,9 @@ async def test_async_bank_balances_to_the_cent_under_faults_and_cancellations(
             assert run.wrote is (run.result == "applied"), run
         elif run.raised == "CommitOutcomeUnknown":
             assert outcome is Outcome.OUTCOME_UNKNOWN, run
+        elif run.cancelled_at == "shutdown":
+            # Cancelled once COMMIT was sent, as a loop shutting down does: nobody knows.
+            assert outcome is Outcome.OUTCOME_UNKNOWN, run
         elif run.cancelled_at == "commit":
             # The cancellation came while COMMIT was under way, which finished first: it
             # committed, was refused by the server, or lost its connection.
@@ -584,6 +663,21 @@ async def test_async_bank_balances_to_the_cent_under_faults_and_cancellations(
             ), run
         elif run.raised not in ("CancelledError", "TimeoutError"):
             assert outcome in (Outcome.ROLLED_BACK, Outcome.DOOMED), run
+
+    # In the processes whose loop was stopped: every unit ended, a unit whose COMMIT the
+    # stop interrupted says its outcome is unknown and ran on_outcome_unknown hooks only,
+    # and the others ran the hooks of their outcome.
+    for mode, run, done in remote:
+        assert done["ended"], done
+        if _unknown(done):
+            assert run.raised == "CancelledError", (mode, done)
+        outcomes = done["outcomes"]
+        for number, (outcome, hooks) in enumerate(zip(outcomes, done["hooks"], strict=True)):
+            last = number == len(outcomes) - 1
+            expected = {"committed": ["commit"], "outcome_unknown": ["unknown"]}.get(
+                str(outcome), ["rollback"] if last else []
+            )
+            assert hooks == expected, (mode, done)
 
     # The money is all there, every balance is what its stored transfers make it, and
     # exactly the committed transfers are stored, each once and as asked.
@@ -629,7 +723,10 @@ async def test_async_bank_balances_to_the_cent_under_faults_and_cancellations(
         assert tally.counts["serialization_failure"] > 0, "no conflict was ever refused"
     cancelled = Counter(run.cancelled_at for run in runs)
     assert cancelled["query"] and cancelled["commit"] and cancelled["soon"], cancelled
+    assert cancelled["shutdown"], cancelled
     assert any(run.raised == "TimeoutError" for run in runs)
+    stopped_at_commit = Counter(mode for mode, _, done in remote if _unknown(done))
+    assert set(stopped_at_commit) == set(MODES), f"no COMMIT was stopped: {stopped_at_commit}"
     assert committed_despite_cancellation, "no cancellation reached a COMMIT that went on"
     assert len(committed) > len(runs) // 4, "faults drowned the load; the test proves little"
 
@@ -640,6 +737,16 @@ def _new_driver_threads(before: set[threading.Thread]) -> list[threading.Thread]
         for thread in threading.enumerate()
         if thread not in before and "connection_worker" in thread.name
     ]
+
+
+def _unknown(done: dict[str, Any]) -> bool:
+    """The transfer's last unit, in a process whose loop was stopped, has an unknown outcome."""
+    return bool(done["outcomes"]) and done["outcomes"][-1] == Outcome.OUTCOME_UNKNOWN.value
+
+
+def _stopped(report: dict[str, Any]) -> bool:
+    """The episode stopped its loop while a COMMIT's answer was awaited."""
+    return any(_unknown(done) for done in report["runs"])
 
 
 def _count(values: Iterable[str]) -> dict[str, int]:

@@ -27,7 +27,13 @@ from ledger.database import db
 from ledger.models import Account, IdempotencyKey
 from ledger.services import accounts, customers
 
-from ._faults import Background, ConnectionKiller, admin_engine, open_transactions, stored_transfers
+from ._faults import (
+    Background,
+    ConnectionKiller,
+    admin_engine,
+    lasting_open_transactions,
+    stored_transfers,
+)
 from ._http import Gunicorn, Reply, call
 from ._leaks import body_leaks
 from ._scale import scaled, scaled_seconds
@@ -230,7 +236,7 @@ def test_each_transfer_is_applied_exactly_once_despite_resends_and_kills(
                 thread.join(timeout=DEADLINE + 60)
         seconds = time.monotonic() - started
         server.wait_ready(30)  # every worker back, so that no request is still in flight
-        idle = open_transactions(
+        idle = lasting_open_transactions(
             target.admin_url,
             database=target.database,
             application_name=application_name if target.backend == "postgresql" else None,

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from ._faults import open_transactions
+from ._faults import lasting_open_transactions
 from ._http import Gunicorn, Reply, call
 from ._leaks import body_leaks
 from ._scale import scaled, scaled_seconds
@@ -224,7 +224,7 @@ def test_concurrent_requests_only_ever_see_their_own_data(
             if errors:
                 break
         seconds = time.monotonic() - started
-        idle = open_transactions(target.admin_url, database=target.database)
+        idle = lasting_open_transactions(target.admin_url, database=target.database)
     log = server.log()
     mismatches = [e for e in errors if isinstance(e, Mismatch)]
     figures.update(

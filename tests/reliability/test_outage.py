@@ -28,6 +28,7 @@ from flask import Flask
 from ledger.database import db
 from ledger.models import Account
 from ledger.services import accounts, customers
+from ledger.testing import wait_for_deliveries
 
 from ._faults import admin_engine, checked_out, open_transactions, stored_transfers
 from ._leaks import body_leaks
@@ -200,6 +201,8 @@ def test_requests_fail_fast_during_an_outage_and_the_same_app_recovers(
         finally:
             proxy.restore()
             load.stop()
+        # The outbox's in-process thread may still be marking the last transfers delivered.
+        wait_for_deliveries(app)
         with app.app_context():
             pool_checked_out = checked_out(db.engine)
         proxied = proxy.connections

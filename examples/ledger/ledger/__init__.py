@@ -1,2 +1,3 @@
-"""A small banking ledger showing flask-uow: services declare transaction boundaries, the
-adapter uses the ambient session, views stay thin. Start with ``ledger.app.create_app``."""
+"""A small banking ledger showing flask-uow, laid out as the question was: ``services/`` declare
+transaction boundaries, ``adapter`` runs every query on the ambient session, ``models`` holds the
+tables, ``app`` builds the app, and the views stay thin. HTTP plumbing is in ``ledger.http``."""

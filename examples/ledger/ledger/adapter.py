@@ -15,7 +15,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from .database import db
-from .models import Account, Customer, IdempotencyKey, Transfer
+from .models import Account, Customer, IdempotencyKey, NotificationDelivery, Transfer
 
 
 class DBAdapter:
@@ -118,6 +118,29 @@ class DBAdapter:
 
     def count_transfers(self) -> int:
         return self.session.scalar(select(func.count()).select_from(Transfer)) or 0
+
+    # Notifications delivered
+
+    def find_delivery(self, transfer_id: int, kind: str) -> NotificationDelivery | None:
+        stmt = select(NotificationDelivery).where(
+            NotificationDelivery.transfer_id == transfer_id, NotificationDelivery.kind == kind
+        )
+        return self.session.scalars(stmt).one_or_none()
+
+    def add_delivery(self, transfer_id: int, kind: str, delivered_by: str) -> None:
+        """Insert a delivery row; flushes, so a concurrent copy fails on the unique key here."""
+        self.session.add(
+            NotificationDelivery(transfer_id=transfer_id, kind=kind, delivered_by=delivered_by)
+        )
+        self.session.flush()
+
+    def deliveries_of_transfer(self, transfer_id: int) -> Sequence[NotificationDelivery]:
+        stmt = (
+            select(NotificationDelivery)
+            .where(NotificationDelivery.transfer_id == transfer_id)
+            .order_by(NotificationDelivery.kind)
+        )
+        return self.session.scalars(stmt).all()
 
     # Idempotency keys
 

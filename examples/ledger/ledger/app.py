@@ -8,9 +8,10 @@ from typing import Any
 
 from flask import Flask
 
-from . import errorhandlers
+from . import delivery
 from .cli import ledger_cli
 from .database import db
+from .http import errorhandlers
 from .views import api
 
 DEFAULTS: Mapping[str, Any] = {
@@ -28,6 +29,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     ``UOW_REPLICA_URLS`` and ``SECRET_KEY``; ``config``. Without a URL, flask-uow uses a SQLite
     file ``app.db`` in the instance folder (``examples/ledger/instance/`` in a source checkout).
 
+    Outbox messages (``transfer.completed``) are delivered in this process, or, with
+    ``CELERY_BROKER_URL`` (and ``CELERY_QUEUE``, default ``ledger``), published to Celery
+    workers: see :mod:`ledger.delivery`.
+
     With replicas, the GET endpoints (read-only services) read from a replica, and a client
     that keeps the session cookie always sees its own writes (the position of its last write
     travels in the signed cookie: give every worker the same ``SECRET_KEY``).
@@ -37,13 +42,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     database_url = os.environ.get("DATABASE_URL")
     if database_url:
         app.config["UOW_DATABASE_URL"] = database_url
-    for variable, key in (("REPLICA_URLS", "UOW_REPLICA_URLS"), ("SECRET_KEY", "SECRET_KEY")):
+    for variable, key in (
+        ("REPLICA_URLS", "UOW_REPLICA_URLS"),
+        ("SECRET_KEY", "SECRET_KEY"),
+        ("CELERY_BROKER_URL", "CELERY_BROKER_URL"),
+        ("CELERY_QUEUE", "CELERY_QUEUE"),
+    ):
         if os.environ.get(variable):
             app.config[key] = os.environ[variable]
     if config is not None:
         app.config.from_mapping(config)
 
     db.init_app(app)
+    delivery.configure(app)
     errorhandlers.register(app)
     app.register_blueprint(api)
     app.cli.add_command(ledger_cli)

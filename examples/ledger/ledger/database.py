@@ -7,4 +7,5 @@ from .models import Base
 db = Database(metadata=Base.metadata)
 """Units of work for the ledger. Services declare boundaries with ``@db.transactional``; the
 adapter reads the ambient session with ``db.session``. Nothing here connects until an app with
-``db.init_app(app)`` is active."""
+``db.init_app(app)`` is active. It adds the outbox tables to ``Base.metadata`` (migrations,
+``create_all``)."""

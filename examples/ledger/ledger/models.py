@@ -1,4 +1,5 @@
-"""The ledger's tables: customers, their accounts, transfers between accounts, idempotency keys."""
+"""The ledger's tables: customers, their accounts, transfers between accounts, idempotency keys,
+and the notifications delivered about transfers."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class Base(DeclarativeBase):
     """Declarative base of the ledger models; ``Base.metadata`` is what ``db`` creates and drops.
 
     Every id, primary or foreign key, is an ``int`` mapped to INTEGER: signed 32-bit on every
-    backend, so ids run from 1 to 2**31 - 1 (``ledger.rules.MAX_ID``). Money is 64-bit.
+    backend, so ids run from 1 to 2**31 - 1 (``ledger.services.rules.MAX_ID``). Money is 64-bit.
     """
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
@@ -104,3 +105,26 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     transfer_id: Mapped[int] = mapped_column(ForeignKey("transfers.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class NotificationDelivery(Base):
+    """A notification about a transfer that a consumer delivered: at most one per kind.
+
+    The consumer (``ledger.services.notifications.deliver_transfer_completed``) writes it in
+    the unit that delivers, so the unique (transfer_id, kind) makes a redelivered message a
+    no-op, whichever way it travelled (run in process, or by a Celery worker).
+    """
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (
+        UniqueConstraint("transfer_id", "kind", name="uq_notification_deliveries_transfer_kind"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    transfer_id: Mapped[int] = mapped_column(ForeignKey("transfers.id"))
+    kind: Mapped[str] = mapped_column(String(64))
+    delivered_by: Mapped[str] = mapped_column(String(32))
+    """``in-process`` (the app's own outbox delivery) or ``celery`` (a worker)."""
+    delivered_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

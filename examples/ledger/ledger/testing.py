@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
@@ -17,6 +18,19 @@ UNKNOWN_ID = 2**31 - 1
 key holds. Tests that share a database through rollbacks (``flask_uow.testing.isolated``)
 cannot use a small literal such as 777 for "unknown": sequences and AUTO_INCREMENT counters
 are not rolled back, so ids keep growing from test to test and would reach it."""
+
+
+DELIVERY_SECONDS = 30.0
+"""The longest a test waits for the outbox's in-process deliveries before it fails."""
+
+
+def wait_for_deliveries(app: Flask, seconds: float = DELIVERY_SECONDS) -> None:
+    """Wait until the outbox's in-process thread ran every ``transfer.completed`` committed so
+    far (units that commit for real hand them over; under ``isolated()`` they run at once)."""
+    from .database import db
+
+    with app.app_context():
+        db.outbox.flush(timeout=seconds)
 
 
 class LedgerClient:

@@ -21,8 +21,8 @@ from flask_uow import Database
 from flask_uow.testing import scratch_database
 from ledger.app import create_app
 from ledger.database import db
-from ledger.notifications import outbox
-from ledger.testing import LedgerClient
+from ledger.services.notifications import outbox
+from ledger.testing import LedgerClient, wait_for_deliveries
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +43,10 @@ def ledger_url(backend_url: str, backend_name: str, _ledger_sqlite_file: Path) -
 
 
 def _close(app: Flask) -> None:
-    """Check that the test gave back every connection, and close them all."""
+    """Wait for the outbox's in-process deliveries, check that the test gave back every
+    connection, and close them all; ``dispose`` also ends the outbox's thread, which the
+    next test's first delivery starts again (``db`` is shared by every test's app)."""
+    wait_for_deliveries(app)
     with app.app_context():
         pool = db.engine.pool
         if isinstance(pool, QueuePool):

@@ -18,10 +18,10 @@ from typing import TypeVar
 import pytest
 from flask import Flask
 
-from ledger.errors import DuplicateEmail, InsufficientFunds
-from ledger.notifications import outbox
 from ledger.services import accounts, customers, reports, transfers
-from ledger.testing import LedgerClient
+from ledger.services.errors import DuplicateEmail, InsufficientFunds
+from ledger.services.notifications import outbox
+from ledger.testing import LedgerClient, wait_for_deliveries
 
 THREADS = 8
 T = TypeVar("T")
@@ -84,6 +84,7 @@ def test_concurrent_transfers_keep_the_total_and_never_overdraw(app: Flask) -> N
             t.amount if t.to_account == account_id else -t.amount for t in statements[account_id]
         )
         assert balances[account_id] == deposit + flows
+    wait_for_deliveries(app)
     assert len(outbox.sent("transfer.completed")) == outcome["moved"]
 
 
@@ -123,6 +124,7 @@ def test_concurrent_requests_with_one_idempotency_key_move_money_once(app: Flask
     assert len({repr(body) for _, body in results}) == 1
     assert (api.balance(alice), api.balance(bob)) == (900, 100)
     assert len(api.transfers_of(alice)) == 1
+    wait_for_deliveries(app)
     assert len(outbox.sent("transfer.completed")) == 1
 
 

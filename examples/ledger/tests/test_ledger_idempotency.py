@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.notifications import outbox
+from ledger.services.notifications import outbox
 from ledger.testing import LedgerClient, error_code
 
 

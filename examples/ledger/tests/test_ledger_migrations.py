@@ -24,11 +24,20 @@ def _columns(inspector: sa.Inspector, table: str) -> dict[str, tuple[bool, type[
     }
 
 
-def _model_columns(table: str) -> dict[str, tuple[bool, type[Any]]]:
-    return {
-        column.name: (bool(column.nullable), column.type._type_affinity)  # type: ignore[misc]
-        for column in Base.metadata.tables[table].columns
-    }
+STORED_AS: dict[str, dict[type[Any], type[Any]]] = {
+    "mysql": {sa.JSON: sa.String, sa.Boolean: sa.Integer}
+}
+"""Types a backend has no column type of its own for: MariaDB keeps JSON in LONGTEXT and
+booleans in TINYINT, and reflects them so."""
+
+
+def _model_columns(table: str, dialect: str) -> dict[str, tuple[bool, type[Any]]]:
+    stored = STORED_AS.get(dialect, {})
+    columns: dict[str, tuple[bool, type[Any]]] = {}
+    for column in Base.metadata.tables[table].columns:
+        affinity: type[Any] = column.type._type_affinity  # type: ignore[assignment]
+        columns[column.name] = (bool(column.nullable), stored.get(affinity, affinity))
+    return columns
 
 
 def _migrate(app: Flask, *args: str) -> None:
@@ -42,7 +51,8 @@ def _assert_schema_matches_models(app: Flask) -> None:
         tables = set(inspector.get_table_names())
         assert tables == set(Base.metadata.tables) | {"alembic_version"}
         for table in Base.metadata.tables:
-            assert _columns(inspector, table) == _model_columns(table), table
+            dialect = connection.dialect.name
+            assert _columns(inspector, table) == _model_columns(table, dialect), table
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
         assert differences == []
 

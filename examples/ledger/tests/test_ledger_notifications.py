@@ -1,4 +1,5 @@
-"""Notifications go out through ``on_commit`` hooks: after COMMIT, and never otherwise."""
+"""Notifications go out after COMMIT (transfers through the outbox, customers through an
+``on_commit`` hook), and never otherwise."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import pytest
 from flask import Flask
 
 from ledger.database import db
-from ledger.notifications import MAX_SIZE, Outbox, outbox
 from ledger.services import accounts, customers, transfers
+from ledger.services.notifications import MAX_SIZE, Outbox, outbox
 from ledger.testing import LedgerClient
 
 
@@ -82,7 +83,7 @@ def test_a_full_outbox_keeps_the_newest_notifications_and_counts_the_dropped_one
 ) -> None:
     box = Outbox(max_size=3)
 
-    with caplog.at_level(logging.WARNING, logger="ledger.notifications"):
+    with caplog.at_level(logging.WARNING, logger="ledger.services.notifications"):
         for n in range(5):
             box.send("tick", n=n)
 

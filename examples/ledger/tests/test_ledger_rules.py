@@ -8,8 +8,8 @@ import unicodedata
 
 import pytest
 
-from ledger import rules
-from ledger.errors import ValidationError
+from ledger.services import rules
+from ledger.services.errors import ValidationError
 
 
 def _invisible(code_point: int) -> bool:

@@ -8,8 +8,8 @@ from flask import Flask
 from flask_uow import NoActiveUnitOfWork
 from ledger.adapter import DBAdapter
 from ledger.database import db
-from ledger.errors import InsufficientFunds, NotFound, SameAccount, ValidationError
 from ledger.services import accounts, customers, reports, transfers
+from ledger.services.errors import InsufficientFunds, NotFound, SameAccount, ValidationError
 
 
 def test_services_work_without_a_request(app: Flask) -> None:

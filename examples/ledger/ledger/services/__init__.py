@@ -1,5 +1,9 @@
 """Business logic: each service function states its own transaction boundary.
 
+One module per service (``customers``, ``accounts``, ``transfers``, ``reports``, ``health``),
+and what they share: ``errors`` (what they raise), ``rules`` (the values they accept) and
+``notifications`` (what they announce after COMMIT).
+
 Services take and return plain values (ids, ints, strings, frozen dataclasses filled in while
 the unit was open) and know nothing about Flask, so the HTTP views, the CLI and a worker thread
 all call them the same way, inside an app context.

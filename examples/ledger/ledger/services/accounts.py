@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import rules
 from ..adapter import DBAdapter
 from ..database import db
-from ..errors import BalanceLimitExceeded, NotFound
 from ..models import MAX_CENTS, Account
+from . import rules
+from .errors import BalanceLimitExceeded, NotFound
 
 adapter = DBAdapter()
 

@@ -7,12 +7,12 @@ from functools import partial
 
 from sqlalchemy.exc import IntegrityError
 
-from .. import notifications, rules
 from ..adapter import DBAdapter
 from ..database import db
-from ..errors import DuplicateEmail, NotFound
 from ..models import Customer
+from . import notifications, rules
 from .accounts import AccountDetails
+from .errors import DuplicateEmail, NotFound
 
 adapter = DBAdapter()
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..adapter import DBAdapter
 from ..database import db
-from ..errors import NotFound
+from .errors import NotFound
 from .transfers import TransferDetails
 
 adapter = DBAdapter()

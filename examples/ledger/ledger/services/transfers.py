@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from functools import partial
 
 from sqlalchemy.exc import IntegrityError
 
-from .. import notifications, rules
 from ..adapter import DBAdapter
 from ..database import db
-from ..errors import (
+from ..models import MAX_CENTS, Account, Transfer
+from . import notifications, rules
+from .errors import (
     BalanceLimitExceeded,
     IdempotencyConflict,
     InsufficientFunds,
     NotFound,
     SameAccount,
 )
-from ..models import MAX_CENTS, Account, Transfer
 
 IDEMPOTENCY_SCOPE = "transfers"
 """Keys are unique per scope; transfers are the only idempotent operation so far."""
@@ -77,7 +76,8 @@ def transfer(
     request raise :class:`IdempotencyConflict`. Two calls racing with one key are settled by
     the key's unique constraint: the loser's unit rolls back and it replays the winner.
 
-    A ``transfer.completed`` notification is sent after the commit, and only for a new transfer.
+    A ``transfer.completed`` message is written with the transfer, and only for a new transfer:
+    it is delivered after the commit (see :func:`_announce`).
 
     Units: this function is not decorated. It runs :func:`_transfer`, one read-write unit
     retried on transient errors, and, when that unit lost a race for the key and rolled back,
@@ -142,17 +142,27 @@ def _transfer(
             IDEMPOTENCY_SCOPE, fingerprint.key_hash, fingerprint.request_hash, row.id
         )
     details = TransferDetails.of(row)
-
-    db.on_commit(
-        partial(
-            notifications.transfer_completed,
-            details.id,
-            details.from_account,
-            details.to_account,
-            details.amount,
-        )
-    )
+    _announce(details)
     return TransferResult(details, replayed=False)
+
+
+def _announce(transfer: TransferDetails) -> None:
+    """Enqueue ``transfer.completed`` in the transfer's own transaction: the outbox.
+
+    No SQL is sent now: the message is INSERTed into ``flask_uow_outbox`` just before the
+    outermost unit COMMITs, so it exists exactly when the transfer does, and is rolled back
+    with it otherwise (a refused transfer, an enclosing unit that rolls back, a retried
+    attempt). After COMMIT it is delivered to ``notifications.deliver_transfer_completed``,
+    in this process or by a Celery worker (``ledger.delivery``), and delivered again later
+    if this process dies first.
+    """
+    db.enqueue(
+        notifications.TRANSFER_COMPLETED,
+        transfer.id,
+        transfer.from_account,
+        transfer.to_account,
+        transfer.amount,
+    )
 
 
 @db.transactional(read_only=True)  # a fresh unit, after _transfer's unit rolled back
