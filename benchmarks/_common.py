@@ -92,13 +92,22 @@ MET, MISSED, TIE = "met", "**missed**", "tie within noise"
 NO_VERDICT = f"no verdict (fewer than {MIN_ROUNDS} rounds)"
 
 
-def verdict(interval: tuple[float, float, float], target: float, at_least: bool = False) -> str:
+def verdict(
+    interval: tuple[float, float, float],
+    target: float,
+    at_least: bool = False,
+    ceiling: float | None = None,
+) -> str:
     """Met when the whole interval is on the right side of ``target`` (at or below it, or with
-    ``at_least`` at or above it), missed when it is wholly on the wrong side, else a tie."""
-    _, low, high = interval
+    ``at_least`` at or above it), missed when it is wholly on the wrong side, else a tie. With
+    ``ceiling`` (an "at most" target), met instead when the median is at most ``target`` and
+    the interval's high end at most ``ceiling``."""
+    middle, low, high = interval
     if math.isnan(low):
         return NO_VERDICT
-    if (low >= target) if at_least else (high <= target):
+    if ceiling is not None and middle <= target and high <= ceiling:
+        return MET
+    if ceiling is None and ((low >= target) if at_least else (high <= target)):
         return MET
     if (high < target) if at_least else (low > target):
         return MISSED
@@ -109,9 +118,19 @@ def target(
     where: str, what: str, interval: tuple[float, float, float], limit: float, **how: Any
 ) -> tuple[str, str, str]:
     """A row of a targets table: (where, the target with its measured figure, verdict);
-    ``how`` takes ``at_least`` and ``unit`` (``" us"``, default ``"x"``)."""
+    ``how`` takes ``at_least``, ``ceiling`` and ``unit`` (``" us"``, default ``"x"``)."""
     unit = how.pop("unit", "x")
     return where, f"{what}: {fmt_interval(interval, unit)}", verdict(interval, limit, **how)
+
+
+def counted_target(where: str, what: str, ours: int, reference: int, percent: float) -> tuple[
+    str, str, str
+]:
+    """A row for a counted target (no noise, so met or missed): ``ours`` at most
+    ``reference`` plus ``percent`` %."""
+    extra = 100 * (ours - reference) / reference
+    return (where, f"{what}: {ours} against {reference} ({extra:+.1f}%)",
+            MET if extra <= percent else MISSED)
 
 
 def targets_table(rows: Sequence[Sequence[object]], where: str = "where") -> str:

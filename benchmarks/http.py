@@ -271,20 +271,52 @@ def hold_table(hold: Outcomes) -> str:
                              "errors"], rows)
 
 
+def _checks(quart: bool) -> list[tuple[str, str, float]]:
+    """(the other app, the target, its limit) for each cell: at least that share of its req/s."""
+    if quart:
+        return [(QUART_BARE, f"throughput within {100 - round(100 * s.QUART_TARGET)}% of bare "
+                 "AsyncSession", s.QUART_TARGET)]
+    return [*((peer, f"throughput >= {peer}", 1.0) for peer in s.PEERS),
+            (BARE, "within 5% of bare", 0.95)]
+
+
+def _comparisons(results: dict[str, Any], quart: bool) -> Any:
+    """(backend, endpoint, clients, other app, target, limit, interval) for every cell."""
+    for backend, data in results.get("backends", {}).items():
+        for endpoint, cells in data.get("quart" if quart else "hot", {}).items():
+            if "noop" in endpoint:
+                continue
+            for connections, by_app in _by_clients(cells):
+                for other, what, limit in _checks(quart):
+                    interval = _interval(by_app[QUART_UOW if quart else UOW], by_app[other])
+                    yield backend, endpoint, connections, other, what, limit, interval
+
+
 def targets(results: dict[str, Any], quart: bool = False) -> list[tuple[str, str, str]]:
     """(where, target with its measured figure, verdict) for the WSGI apps, or the Quart apps."""
-    checks = [(QUART_BARE, f"throughput within {100 - round(100 * s.QUART_TARGET)}% of bare "
-               "AsyncSession", s.QUART_TARGET)] if quart else [
-        *((peer, f"throughput >= {peer}", 1.0) for peer in s.PEERS),
-        (BARE, "within 5% of bare", 0.95)]
     return [c.target(f"{'Quart, ' * quart}{backend}, `{endpoint}`, c={connections}", what,
-                     _interval(by_app[QUART_UOW if quart else UOW], by_app[other]), limit,
-                     at_least=True)
-            for backend, data in results.get("backends", {}).items()
-            for endpoint, cells in data.get("quart" if quart else "hot", {}).items()
-            if "noop" not in endpoint
-            for connections, by_app in _by_clients(cells)
-            for other, what, limit in checks]
+                     interval, limit, at_least=True)
+            for backend, endpoint, connections, _, what, limit, interval
+            in _comparisons(results, quart)]
+
+
+def missed_table(results: dict[str, Any]) -> str:
+    """The missed WSGI cells beside each side's Python calls per request (counted, so free of
+    noise): where the cell is CPU-bound, throughput follows CPU per request, and the other
+    app's calls / flask-uow's is the ratio the calls alone predict. Empty if none missed."""
+    rows = []
+    for backend, endpoint, connections, other, _, limit, interval in _comparisons(results, False):
+        if c.verdict(interval, limit, at_least=True) != c.MISSED:
+            continue
+        calls = results["backends"][backend].get("costs", {}).get(endpoint)
+        ours, theirs = (calls[UOW]["calls"], calls[other]["calls"]) if calls else (0, 0)
+        rows.append([f"{backend}, `{endpoint}`, c={connections}, against {other}",
+                     c.fmt_interval(interval), f"{ours} / {theirs}" if calls else "-",
+                     f"{100 * (ours - theirs) / theirs:+.1f}%" if calls else "-",
+                     f"{theirs / ours:.2f}x" if calls else "-"])
+    headers = ["cell", "measured [95% interval]", f"Python calls per request, {UOW} / other",
+               "extra calls", "throughput the calls alone predict"]
+    return c.markdown_table(headers, rows) if rows else ""
 
 
 def markdown(results: dict[str, Any], quart: bool = False) -> str:

@@ -23,17 +23,26 @@ from celery import Celery
 from flask_uow import Database
 from flask_uow.outbox import Message
 
-from ._common import backends, cli, markdown_table
+from . import _common as c
+from ._common import backends
 
 BROKER_URL = os.environ.get("OUTBOX_BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 PLAIN = "insert + on_commit send_task (no confirm)"
 
 
-Settings = namedtuple("Settings", "rounds seconds latency_units backlog")  # rounds: unused
-FULL = Settings(rounds=1, seconds=3.0, latency_units=500,
+Settings = namedtuple("Settings", "rounds seconds latency_units backlog")
+FULL = Settings(rounds=7, seconds=1.0, latency_units=500,
                 backlog=int(os.environ.get("OUTBOX_BENCH_BACKLOG", "100000")))
-"""``OUTBOX_BENCH_BACKLOG`` shrinks the relays' backlog for a quicker run (report it)."""
-QUICK = Settings(rounds=1, seconds=0.3, latency_units=50, backlog=2_000)
+"""``seconds`` per contender and round; ``OUTBOX_BENCH_BACKLOG`` shrinks the relays' backlog
+for a quicker run (report it)."""
+QUICK = Settings(rounds=2, seconds=0.3, latency_units=50, backlog=2_000)
+
+IMMEDIATE = "insert + enqueue, immediate lane (confirm)"
+UNIT_TARGET, THROUGHPUT_TARGET, TWO_RELAYS_TARGET, DRAIN_TARGET = 1.10, 0.8, 1.6, 5000.0
+LATENCY_TARGETS = {"immediate": (2.0, 20.0), "relay": (10.0, 50.0)}
+"""Issue 20's targets: a unit that enqueues at most 1.10x one publishing after COMMIT;
+end-to-end units/s at least 0.8x; commit-to-broker p50 / p99 ms by lane; a relay draining at
+least 5,000 messages/s, two relays at least 1.6x one."""
 
 
 @contextlib.contextmanager
@@ -128,8 +137,9 @@ def units(db: Database, table: sa.Table, plain_app: Celery) -> dict[str, Callabl
 
 
 def unit_costs(url: sa.URL, seconds: float) -> dict[str, Any]:
-    """Milliseconds and statements per unit of each way to publish; end-to-end units per second
-    of publish-after-commit and of the immediate lane (counted until confirmed)."""
+    """One round: milliseconds and statements per unit of each way to publish; end-to-end
+    units per second of publish-after-commit and of the immediate lane (counted until
+    confirmed)."""
     out: dict[str, Any] = {"ms": {}}
     with scene(url) as (db, table), queue() as name:
         ops = units(db, table, celery_app(name, confirm=False))
@@ -142,8 +152,7 @@ def unit_costs(url: sa.URL, seconds: float) -> dict[str, Any]:
             out.setdefault("statements", {})[label] = len(sent)
         out["ms"][PLAIN] = 1e3 / per_second(ops[PLAIN], seconds, warmup=20)
         db.outbox.publish_with(celery_app(name, confirm=True))
-        label = "insert + enqueue, immediate lane (confirm)"
-        out["ms"][label] = 1e3 / per_second(ops["enqueue"], seconds, warmup=20)
+        out["ms"][IMMEDIATE] = 1e3 / per_second(ops["enqueue"], seconds, warmup=20)
     with scene(url) as (db, table), queue() as name:
         ops = units(db, table, celery_app(name, confirm=False))
         out["end_to_end"] = {PLAIN: per_second(ops[PLAIN], seconds)}
@@ -253,8 +262,14 @@ def run(settings: Settings, *, log: Callable[[str], None]) -> Any:
     results: dict[str, Any] = {"settings": settings._asdict(), "backends": {}}
     with backends() as urls:
         for backend, url in urls:
-            log(f"outbox, {backend}: one unit, end to end, latency")
-            out = unit_costs(url, settings.seconds)
+            rounds = []
+            for number in range(settings.rounds):
+                log(f"outbox, {backend}: one unit, end to end, round {number + 1} of "
+                    f"{settings.rounds}")
+                rounds.append(unit_costs(url, settings.seconds))
+            out: dict[str, Any] = {"rounds": rounds,
+                                   "relay_woken": url.get_backend_name() == "postgresql"}
+            log(f"outbox, {backend}: commit-to-broker latency")
             out["latency"] = latencies(url, settings.latency_units)
             if url.get_backend_name() == "postgresql":
                 log(f"outbox, {backend}: relays draining {settings.backlog} messages")
@@ -263,29 +278,76 @@ def run(settings: Settings, *, log: Callable[[str], None]) -> Any:
     return results
 
 
+def _series(data: dict[str, Any], kind: str, label: str) -> list[float]:
+    return [round_[kind][label] for round_ in data["rounds"]]
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(where, issue 20's target with its measured figure, verdict)."""
+    out = []
+    for backend, data in results.get("backends", {}).items():
+        where = f"outbox, {backend}"
+        out.append(c.target(where, f"unit inserting and enqueueing, immediate lane <= "
+                            f"{UNIT_TARGET:.2f}x publish-after-commit",
+                            c.ratio_interval(_series(data, "ms", IMMEDIATE),
+                                             _series(data, "ms", PLAIN)), UNIT_TARGET))
+        counts = data["rounds"][0]["statements"]
+        extra = counts["enqueue"] - counts["insert only"]
+        out.append((where, f"statements a message adds to its unit <= 1: {extra}",
+                    c.MET if extra <= 1 else c.MISSED))
+        out.append(c.target(where, f"end-to-end units/s, immediate lane >= {THROUGHPUT_TARGET}x "
+                            "publish-after-commit",
+                            c.ratio_interval(_series(data, "end_to_end", "immediate lane"),
+                                             _series(data, "end_to_end", PLAIN)),
+                            THROUGHPUT_TARGET, at_least=True))
+        for lane, (p50, p99) in LATENCY_TARGETS.items():
+            if lane == "relay" and not data["relay_woken"]:
+                continue  # the target is for a relay woken by LISTEN/NOTIFY, not a polling one
+            got = data["latency"][lane]
+            met = got["p50"] <= p50 and got["p99"] <= p99
+            out.append((where, f"commit to broker, {lane} lane, p50 <= {p50:g} ms and p99 <= "
+                        f"{p99:g} ms: p50 {got['p50']:.2f} ms, p99 {got['p99']:.2f} ms (one run)",
+                        c.MET if met else c.MISSED))
+        if "drain" in data:
+            rates = data["drain"]["rates"]
+            one, two = (rates[f"Celery (RabbitMQ, confirms), {n} relay(s)"]["per_second"]
+                        for n in (1, 2))
+            out.append((where, f"one relay drains >= {DRAIN_TARGET:,.0f} messages/s to RabbitMQ: "
+                        f"{one:,.0f} (one run)", c.MET if one >= DRAIN_TARGET else c.MISSED))
+            out.append((where, f"two relays >= {TWO_RELAYS_TARGET}x one: {two / one:.2f}x "
+                        "(one run)", c.MET if two / one >= TWO_RELAYS_TARGET else c.MISSED))
+    return out
+
+
 def markdown(results: dict[str, Any]) -> str:
     parts = []
     for backend, data in results["backends"].items():
-        ms, base = data["ms"], data["ms"][PLAIN]
-        rows = [[name, f"{value:.3f}", f"{value / base:.2f}x"] for name, value in ms.items()]
-        parts += [f"### {backend}\n", markdown_table(["unit", "ms per unit",
-                                                      "/ publish-after-commit"], rows), ""]
-        end, latency = data["end_to_end"], data["latency"]
-        parts.append(f"Statements per unit: {data['statements']}. End to end: immediate lane "
-                     f"{end['immediate lane']:.0f} units/s, publish-after-commit {end[PLAIN]:.0f}"
-                     f" units/s. Commit to broker: " + "; ".join(
-                         f"{lane} p50 {v['p50']:.2f} ms, p99 {v['p99']:.2f} ms"
-                         for lane, v in latency.items()) + ".\n")
+        labels = list(data["rounds"][0]["ms"])
+        rows = [[name, f"{c.median(_series(data, 'ms', name)):.3f}",
+                 c.ratio(_series(data, "ms", name), _series(data, "ms", PLAIN))]
+                for name in labels]
+        parts += [f"### {backend}\n", c.markdown_table(
+            ["unit", "ms per unit (median of rounds)", "/ publish-after-commit [95% interval]"],
+            rows), ""]
+        latency = data["latency"]
+        parts.append(
+            f"Statements per unit: {data['rounds'][0]['statements']}. End to end (median of "
+            f"rounds): immediate lane "
+            f"{c.median(_series(data, 'end_to_end', 'immediate lane')):.0f} units/s, "
+            f"publish-after-commit {c.median(_series(data, 'end_to_end', PLAIN)):.0f} units/s. "
+            "Commit to broker: " + "; ".join(
+                f"{lane} p50 {v['p50']:.2f} ms, p99 {v['p99']:.2f} ms"
+                for lane, v in latency.items()) + ".\n")
         if "drain" in data:
             rows = [[name, f"{r['per_second']:.0f}", f"{r['seconds']:.1f}",
                      f"{r['statements_per_message']:.3f}"]
                     for name, r in data["drain"]["rates"].items()]
-            parts += [markdown_table(["relay draining a backlog", "messages/s", "seconds",
-                                      "statements per message"], rows),
+            parts += [c.markdown_table(["relay draining a backlog", "messages/s", "seconds",
+                                        "statements per message"], rows),
                       f"\nOutbox table after publishing and cleaning: "
                       f"{data['drain']['table_after']}.\n"]
-    return "\n".join(parts)
+    return "\n".join([*parts, "### Outbox targets\n", c.targets_table(targets(results))]) + "\n"
 
 
 if __name__ == "__main__":
-    cli(__doc__, run, markdown, FULL, QUICK)
+    c.cli(__doc__, run, markdown, FULL, QUICK)

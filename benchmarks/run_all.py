@@ -29,7 +29,7 @@ import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 from benchmarks import _common as c  # noqa: E402
-from benchmarks import growth, http, sqlite_concurrency, units  # noqa: E402
+from benchmarks import growth, http, outbox, sqlite_concurrency, units  # noqa: E402
 
 SETTLE_SECONDS = 90
 TEMPLATE = os.path.join(_HERE, "report.md")
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     pick = operator.attrgetter("QUICK" if quick else "FULL")
     both = units.run(pick(units), log=c.log)
     results["overhead"], results["overhead_async"] = both["sync"], both["async"]
-    for key, program in (("growth", growth), ("sqlite", sqlite_concurrency), ("http", http)):
+    for key, program in (("growth", growth), ("sqlite", sqlite_concurrency), ("http", http),
+                         ("outbox", outbox)):
         results[key] = program.run(pick(program), log=c.log)
     results["elapsed_seconds"] = time.monotonic() - started
     # The benchmark's own servers and wrk keep the 1-minute load average near 4 on two cores;
@@ -137,6 +138,7 @@ SECTIONS = (  # (section of report.md, key of its results, their tables), in the
     ("overhead_async", "overhead_async", units.markdown),
     ("quart", "http", lambda results: http.markdown(results, quart=True)),
     ("growth", "growth", growth.markdown),
+    ("outbox", "outbox", outbox.markdown),
 )
 
 
@@ -174,7 +176,8 @@ def closing_note(results: dict[str, Any]) -> str:
             ("overhead_async", "async units")) if key in results
             for b, w, v in units.targets(results[key])]
     for key, targets in (("growth", growth.targets), ("sqlite", sqlite_concurrency.targets),
-                         ("http", lambda http_results: http.targets(http_results, quart=True))):
+                         ("http", lambda http_results: http.targets(http_results, quart=True)),
+                         ("outbox", outbox.targets)):
         rows += targets(results[key]) if key in results else []
     text, http_rows = c.targets_table(rows) + "\n", http.targets(results.get("http", {}))
     if http_rows:
@@ -185,6 +188,17 @@ def closing_note(results: dict[str, Any]) -> str:
             f"{verdicts[c.TIE]} ties within noise (a tie counts as *at least equal*), "
             f"{verdicts[c.NO_VERDICT]} without a verdict (too few rounds). "
             "Missed:\n\n" + ("\n".join(missed) or "- none") + "\n"
+        )
+    explained = http.missed_table(results.get("http", {}))
+    if explained:
+        text += (
+            "\n### The missed HTTP cells beside their counted Python calls\n\n"
+            "With wrk, gunicorn and the database sharing two cores, a cell from c=8 up is "
+            "CPU-bound, so its throughput follows CPU per request. Python calls per request "
+            "are counted, so free of noise: when the measured ratio sits at the one the calls "
+            "predict, the cell shows that app doing less work per request (section 3's counted "
+            "table says which), not noise; a measured ratio far below the prediction, with a "
+            "wide interval, is load on the machine.\n\n" + explained + "\n"
         )
     return text
 

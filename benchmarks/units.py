@@ -295,15 +295,40 @@ def _twin(samples: dict[str, Any]) -> str:
     return next(name for name in (BARE_SQL, ABARE_SQL, BARE, ABARE) if name in samples)
 
 
+PK_TARGET, PK_CEILING, PK_CALLS_PERCENT = 1.03, 1.06, 3.0
+"""Issue 22, PostgreSQL sync primary-key unit: median at most 1.03x bare, interval high end at
+most 1.06, Python calls at most bare's + 3%."""
+REQUEST_TARGET, REQUEST_CEILING = 1.00, 1.02
+"""Issue 22, the request path (a unit in its own app context) against Flask-SQLAlchemy on
+PostgreSQL: median at most 1.00x, interval high end under 1.02."""
+EARLIER_TARGET = 1.05
+"""Issue 12's primary-key target, kept where issue 22 set none (SQLite, async units)."""
+
+
 def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(backend, target with its measured figure, verdict) for the unit targets, sync or async."""
     out = []
     for backend, data in results["backends"].items():
         pk = data.get("units", data)["primary-key get"]
         ref = _twin(pk["samples"])
+        strict = "units" in data and backend == "PostgreSQL"
+        limit, ceiling = (PK_TARGET, PK_CEILING) if strict else (EARLIER_TARGET, None)
+        bound = f"<= {limit:.2f}x{f' (high <= {ceiling:.2f})' if ceiling else ''}"
         out += [c.target(backend, f"{'async ' * ref.startswith('bare Async')}primary-key unit"
-                         f"{kind} <= 1.05x {ref}", c.ratio_interval(f[UOW], f[ref]), 1.05)
+                         f"{kind} {bound} {ref}", c.ratio_interval(f[UOW], f[ref]), limit,
+                         ceiling=ceiling)
                 for kind, f in (("", pk["samples"]), (", client CPU time", pk["cpu"]))]
+        if strict:
+            counts = pk["counts"]
+            out.append(c.counted_target(backend, f"primary-key unit Python calls <= {ref} "
+                                        f"+ {PK_CALLS_PERCENT:.0f}%", counts[UOW]["calls"],
+                                        counts[ref]["calls"], PK_CALLS_PERCENT))
+            peers = data["peers"]["primary-key get"]["samples"]
+            out.append(c.target(backend, f"request path (primary-key unit in its own app "
+                                f"context) <= {REQUEST_TARGET:.2f}x (high <= "
+                                f"{REQUEST_CEILING:.2f}) {FSQLA}",
+                                c.ratio_interval(peers[UOW], peers[FSQLA]), REQUEST_TARGET,
+                                ceiling=REQUEST_CEILING))
         if "units" in data:
             ro = data["units"]["read-only unit"]["samples"]
             out.append(c.target(backend, "flask-uow read-only unit no slower than read-write",

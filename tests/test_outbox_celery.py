@@ -61,6 +61,15 @@ def producer_app(queue: str) -> Celery:
     return app
 
 
+@pytest.fixture
+def relay_target(odb: Database, queue: str) -> CeleryTarget:
+    """``odb`` publishing to ``queue`` through relays only: its Celery target."""
+    odb.outbox.publish_with(producer_app(queue), immediate=False)
+    target = odb.outbox.target
+    assert isinstance(target, CeleryTarget)
+    return target
+
+
 def read_queue(queue: str, count: int) -> list[KombuMessage]:
     received: list[KombuMessage] = []
     with Connection(BROKER_URL) as connection:
@@ -340,13 +349,10 @@ def test_a_relay_declares_each_queue_it_routes_to_on_its_confirming_channel(
 
 
 def test_a_connection_lost_mid_batch_fails_its_unconfirmed_messages_at_once_for_the_next_batch(
-    odb: Database, queue: str
+    odb: Database, queue: str, relay_target: CeleryTarget
 ) -> None:
-    app = producer_app(queue)
-    odb.outbox.publish_with(app, immediate=False)
     odb.outbox.retry_base_seconds = 0.0
-    target = odb.outbox.target
-    assert isinstance(target, CeleryTarget)
+    target = relay_target
     send = target._send
     sent: list[str] = []
 
@@ -375,12 +381,9 @@ def test_a_connection_lost_mid_batch_fails_its_unconfirmed_messages_at_once_for_
 
 
 def test_a_message_after_a_relay_batch_is_confirmed_without_waiting_on_the_batch_s_packets(
-    odb: Database, queue: str
+    odb: Database, queue: str, relay_target: CeleryTarget
 ) -> None:
-    app = producer_app(queue)
-    odb.outbox.publish_with(app, immediate=False)
-    target = odb.outbox.target
-    assert isinstance(target, CeleryTarget)
+    target = relay_target
     with odb.unit_of_work():
         for number in range(20):
             odb.enqueue("outbox_tests.record", f"n{number}")
@@ -396,12 +399,9 @@ def test_a_message_after_a_relay_batch_is_confirmed_without_waiting_on_the_batch
 
 
 def test_a_confirming_connection_that_died_while_idle_is_replaced_and_the_batch_goes_out(
-    odb: Database, queue: str
+    odb: Database, queue: str, relay_target: CeleryTarget
 ) -> None:
-    app = producer_app(queue)
-    odb.outbox.publish_with(app, immediate=False)
-    target = odb.outbox.target
-    assert isinstance(target, CeleryTarget)
+    target = relay_target
     send = target._send
     producers: list[object] = []
 

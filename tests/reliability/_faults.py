@@ -24,6 +24,8 @@ from sqlalchemy.engine import URL, ExceptionContext
 
 from ledger.models import Transfer
 
+from .._interrupt import HOLD_SECONDS
+
 
 def backend_of(url: str | URL) -> str:
     """sqlite, postgresql or mariadb."""
@@ -226,10 +228,11 @@ class SqliteLockHolder:
             conn.close()
 
     @staticmethod
-    def _take_write_lock(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
+    def _take_write_lock(conn: sqlite3.Connection, timeout: float = 30.0 + HOLD_SECONDS) -> None:
         # Poll every millisecond rather than wait in SQLite's busy handler, which sleeps up
         # to 100 ms between tries: under a steady load of writers it would never see the
-        # lock free, and starve.
+        # lock free, and starve. The async bank test's episodes hold a COMMIT's answer back
+        # for up to HOLD_SECONDS, and a unit of theirs may hold the lock as long: outwait it.
         deadline = time.monotonic() + timeout
         while True:
             try:
