@@ -237,12 +237,6 @@ class UnitSession(Session):
         self.flask_uow_flushing = False
 
 
-def send_commit(session: UnitSession) -> None:
-    """Send COMMIT for the unit: ``before_commit`` listeners run first, then the last flush."""
-    session.flask_uow_flushing = False
-    Session.commit(session)
-
-
 def send_rollback(session: UnitSession) -> None:
     """Send ROLLBACK for the unit's transaction (a read-only one's too, which never COMMITs)."""
     if not session.flask_uow_read_only:

@@ -54,7 +54,6 @@ from ._retry import ended_before_commit
 from ._session import (
     UnitSession,
     failed_in_commit,
-    send_commit,
     transaction_aborted,
 )
 from ._unit_messages import OTHER_THREAD_ENDS, UnitMessages
@@ -187,7 +186,11 @@ class UnitEnding(UnitMessages):
                 )
             else:
                 try:
-                    send_commit(session)
+                    # COMMIT, with before_commit listeners and the last flush; a flush that
+                    # fails in it sets the flag again (see UnitSession.flush). Written out
+                    # here, not called: every unit's path counts its Python calls.
+                    session.flask_uow_flushing = False
+                    sa.orm.Session.commit(session)
                 except BaseException as error:
                     failure = error
                     how = self._commit_failure(session, error)
