@@ -162,6 +162,36 @@ async def test_a_cancellation_during_commit_lets_the_commit_finish_then_reraises
     assert async_checked_out(adb) == 0
 
 
+async def test_a_decorated_coroutine_timed_out_while_committing_raises_timeout_error_and_commits(
+    adb: Database, observer: sa.Engine
+) -> None:
+    # docs/async.md, "Three traps": the COMMIT under way finishes, then asyncio.timeout turns
+    # the cancellation into TimeoutError; an on_commit hook is how the caller learns of it.
+    in_commit = asyncio.Event()
+    committed: list[str] = []
+
+    def wait_in_commit(session: Session) -> None:
+        in_commit.set()
+        await_only(asyncio.sleep(0.3))  # the COMMIT's answer is late: the timeout strikes
+
+    @adb.transactional
+    async def place_order() -> None:
+        adb.session.add(Item(name="committed-anyway"))
+        adb.on_commit(lambda: committed.append("order placed"))
+
+    event.listen(adb.session_class, "before_commit", wait_in_commit)
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await place_order()
+    finally:
+        event.remove(adb.session_class, "before_commit", wait_in_commit)
+    assert in_commit.is_set()
+    assert committed == ["order placed"]
+    assert committed_names(observer) == ["committed-anyway"]
+    assert async_checked_out(adb) == 0
+
+
 async def test_a_cancellation_during_a_commit_that_fails_rolls_back_and_keeps_the_error(
     adb: Database, observer: sa.Engine
 ) -> None:
