@@ -150,6 +150,24 @@ def relay_app(framework: str) -> str:
     )
 
 
+def check_relay_publishes_two_then_stops_on_sigterm(relay: subprocess.Popen[str]) -> None:
+    """``relay`` (a ``uow relay`` process with two messages pending) says where it relays,
+    publishes both in its first batch, and stops cleanly on SIGTERM, saying how many."""
+    try:
+        assert relay.stdout is not None
+        lines = [relay.stdout.readline(), relay.stdout.readline()]
+        relay.send_signal(signal.SIGTERM)
+        output, _ = relay.communicate(timeout=20)
+    finally:
+        if relay.poll() is None:  # pragma: no cover
+            relay.kill()
+            relay.communicate()
+    assert lines[0].startswith("relaying <Database"), lines
+    assert lines[1].strip() == "published 0 1", lines
+    assert relay.returncode == 0, output
+    assert "stopped after publishing 2 message(s)" in output
+
+
 def test_flask_uow_relay_publishes_the_backlog_and_stops_on_sigterm(
     app: Flask, backend_url: str, tmp_path: Path
 ) -> None:
@@ -171,18 +189,6 @@ def test_flask_uow_relay_publishes_the_backlog_and_stops_on_sigterm(
             "RELAY_APP_DATABASE_URL": backend_url,
         },
     )
-    try:
-        assert relay.stdout is not None
-        lines = [relay.stdout.readline(), relay.stdout.readline()]
-        relay.send_signal(signal.SIGTERM)
-        output, _ = relay.communicate(timeout=20)
-    finally:
-        if relay.poll() is None:  # pragma: no cover
-            relay.kill()
-            relay.communicate()
-    assert lines[0].startswith("relaying <Database"), lines
-    assert lines[1].strip() == "published 0 1", lines
-    assert relay.returncode == 0, output
-    assert "stopped after publishing 2 message(s)" in output
+    check_relay_publishes_two_then_stops_on_sigterm(relay)
     with app.app_context():
         assert db.outbox.pending() == 0

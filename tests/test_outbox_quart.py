@@ -5,7 +5,6 @@ relayed, as in a Flask app."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ from quart import Quart
 from flask_uow import Database, UnitOfWorkError
 
 from .outbox_support import metadata, thing
-from .test_outbox_cli import relay_app
+from .test_outbox_cli import check_relay_publishes_two_then_stops_on_sigterm, relay_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,19 +148,7 @@ def test_quart_uow_relay_publishes_the_backlog_in_the_app_context_and_stops_on_s
         for number in range(2):
             db.enqueue("mail.send", number)
     relay = quart_command(tmp_path, backend_url, "relay", "--idle", "0.05")
-    try:
-        assert relay.stdout is not None
-        lines = [relay.stdout.readline(), relay.stdout.readline()]
-        relay.send_signal(signal.SIGTERM)
-        output, _ = relay.communicate(timeout=20)
-    finally:
-        if relay.poll() is None:  # pragma: no cover
-            relay.kill()
-            relay.communicate()
-    assert lines[0].startswith("relaying <Database"), lines
-    assert lines[1].strip() == "published 0 1", lines
-    assert relay.returncode == 0, output
-    assert "stopped after publishing 2 message(s)" in output
+    check_relay_publishes_two_then_stops_on_sigterm(relay)
     status = quart_command(tmp_path, backend_url, "outbox", "status")
     report, _ = status.communicate(timeout=20)
     assert status.returncode == 0, report
